@@ -1,0 +1,1 @@
+"""Pulumi components of the eks-neuron-llm stack, one concern per module."""

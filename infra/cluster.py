@@ -1,0 +1,251 @@
+"""The EKS control plane, the managed system node group, the managed add-ons and the Kubernetes provider."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_eks as eks
+import pulumi_kubernetes as k8s
+
+from infra import iam
+from infra.config import ClusterConfig
+from workloads.topology import SYSTEM_NODEGROUP, SYSTEM_TAINT
+
+CONTROL_PLANE_LOGS = ("api", "audit", "authenticator")
+CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+DEFAULT_STORAGE_CLASS = "gp3"
+
+# Add-ons the nodes need before they can turn Ready (networking, service routing, credentials for pods).
+ADDONS_BEFORE_NODES: dict[str, dict[str, object]] = {
+    # The VPC CNI's network-policy agent enforces the stack's NetworkPolicies.
+    "vpc-cni": {"enableNetworkPolicy": "true"},
+    "kube-proxy": {},
+    "eks-pod-identity-agent": {},
+}
+# Add-ons whose pods must be scheduled somewhere before EKS reports them ACTIVE.
+ADDONS_AFTER_NODES = ("coredns", "aws-ebs-csi-driver")
+EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
+
+
+@dataclass
+class ClusterArgs:
+    config: ClusterConfig
+    vpc_id: pulumi.Input[str]
+    private_subnet_ids: pulumi.Input[list[str]]
+    public_subnet_ids: pulumi.Input[list[str]]
+
+
+class Cluster(pulumi.ComponentResource):
+    name: pulumi.Output[str]
+    endpoint: pulumi.Output[str]
+    kubeconfig: pulumi.Output[str]
+    oidc_provider_arn: pulumi.Output[str]
+    cluster_security_group_id: pulumi.Output[str]
+    system_node_group: aws.eks.NodeGroup
+    provider: k8s.Provider
+
+    def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("eks-neuron-llm:infra:Cluster", name, None, opts)
+        cfg = args.config
+        child = pulumi.ResourceOptions(parent=self)
+
+        secrets_key = aws.kms.Key(
+            f"{name}-secrets",
+            description=f"Envelope encryption of Kubernetes secrets in EKS cluster {cfg.name}",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            opts=child,
+        )
+        aws.kms.Alias(
+            f"{name}-secrets", name=f"alias/{cfg.name}-eks-secrets", target_key_id=secrets_key.key_id, opts=child
+        )
+
+        self.control_plane = eks.Cluster(
+            f"{name}-eks",
+            name=cfg.name,
+            version=cfg.version,
+            vpc_id=args.vpc_id,
+            private_subnet_ids=args.private_subnet_ids,
+            public_subnet_ids=args.public_subnet_ids,
+            authentication_mode=eks.AuthenticationMode.API,
+            endpoint_private_access=True,
+            endpoint_public_access=True,
+            public_access_cidrs=list(cfg.public_access_cidrs),
+            enabled_cluster_log_types=list(CONTROL_PLANE_LOGS),
+            encryption_config_key_arn=secrets_key.arn,
+            create_oidc_provider=True,
+            skip_default_node_group=True,
+            # Every add-on is an EKS managed add-on declared below, so none is bootstrapped or self-managed.
+            bootstrap_self_managed_addons=False,
+            use_default_vpc_cni=True,
+            coredns_addon_options=eks.CoreDnsAddonOptionsArgs(enabled=False),
+            kube_proxy_addon_options=eks.KubeProxyAddonOptionsArgs(enabled=False),
+            opts=child,
+        )
+        eks_cluster = self.control_plane.eks_cluster
+        cluster_name = eks_cluster.name
+
+        for i, arn in enumerate(cfg.admin_principal_arns):
+            entry = aws.eks.AccessEntry(
+                f"{name}-admin-{i}", cluster_name=cluster_name, principal_arn=arn, type="STANDARD", opts=child
+            )
+            aws.eks.AccessPolicyAssociation(
+                f"{name}-admin-{i}",
+                cluster_name=cluster_name,
+                principal_arn=entry.principal_arn,
+                policy_arn=CLUSTER_ADMIN_POLICY,
+                access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                opts=child,
+            )
+
+        early = [
+            self._addon(name, cluster_name, cfg.version, addon, values) for addon, values in ADDONS_BEFORE_NODES.items()
+        ]
+
+        node_role = iam.role(
+            f"{name}-system-node",
+            trust=iam.EC2_TRUST,
+            managed=(
+                "AmazonEKSWorkerNodePolicy",
+                "AmazonEKS_CNI_Policy",
+                "AmazonEC2ContainerRegistryPullOnly",
+                "AmazonSSMManagedInstanceCore",
+            ),
+            description=f"System node group of EKS cluster {cfg.name}",
+            parent=self,
+        )
+        template = aws.ec2.LaunchTemplate(
+            f"{name}-system",
+            description=f"System nodes of {cfg.name}: IMDSv2 only, encrypted gp3 root volume",
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+                http_endpoint="enabled",
+                http_tokens="required",
+                # 2 hops: the EBS CSI node plugin and the CloudWatch agent read instance metadata from pods.
+                http_put_response_hop_limit=2,
+            ),
+            block_device_mappings=[
+                aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+                    device_name="/dev/xvda",
+                    ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                        volume_size=cfg.system_node_disk_gib,
+                        volume_type="gp3",
+                        encrypted="true",
+                        delete_on_termination="true",
+                    ),
+                )
+            ],
+            tag_specifications=[
+                aws.ec2.LaunchTemplateTagSpecificationArgs(
+                    resource_type="instance", tags={"Name": f"{cfg.name}-{SYSTEM_NODEGROUP}"}
+                )
+            ],
+            opts=child,
+        )
+        self.system_node_group = aws.eks.NodeGroup(
+            f"{name}-{SYSTEM_NODEGROUP}",
+            cluster_name=cluster_name,
+            node_group_name=SYSTEM_NODEGROUP,
+            node_role_arn=node_role.arn,
+            subnet_ids=args.private_subnet_ids,
+            ami_type="AL2023_x86_64_STANDARD",
+            capacity_type="ON_DEMAND",
+            instance_types=[cfg.system_node_instance_type],
+            scaling_config=aws.eks.NodeGroupScalingConfigArgs(
+                desired_size=cfg.system_node_count, min_size=cfg.system_node_count, max_size=cfg.system_node_max_count
+            ),
+            update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
+            launch_template=aws.eks.NodeGroupLaunchTemplateArgs(
+                id=template.id, version=template.latest_version.apply(str)
+            ),
+            taints=[aws.eks.NodeGroupTaintArgs(**SYSTEM_TAINT)],
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                # Nodes only turn Ready once the CNI, kube-proxy and the Pod Identity agent are installed.
+                depends_on=early,
+                ignore_changes=["scalingConfig.desiredSize"],
+            ),
+        )
+
+        ebs_role = iam.role(
+            f"{name}-ebs-csi",
+            trust=iam.POD_IDENTITY_TRUST,
+            managed=("service-role/AmazonEBSCSIDriverPolicy",),
+            description=f"EBS CSI controller of EKS cluster {cfg.name} (Pod Identity)",
+            parent=self,
+        )
+        for addon in ADDONS_AFTER_NODES:
+            self._addon(
+                name,
+                cluster_name,
+                cfg.version,
+                addon,
+                {},
+                pod_identity=(EBS_CSI_SERVICE_ACCOUNT, ebs_role.arn) if addon == "aws-ebs-csi-driver" else None,
+                # Their pods need nodes; without them EKS leaves the add-on DEGRADED and the update times out.
+                after=[self.system_node_group],
+            )
+
+        self.kubeconfig = pulumi.Output.secret(self.control_plane.kubeconfig_json)
+        self.provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=self.kubeconfig,
+            enable_server_side_apply=True,
+            delete_unreachable=False,
+            opts=child,
+        )
+        k8s.storage.v1.StorageClass(
+            f"{name}-{DEFAULT_STORAGE_CLASS}",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=DEFAULT_STORAGE_CLASS,
+                annotations={"storageclass.kubernetes.io/is-default-class": "true"},
+            ),
+            provisioner="ebs.csi.aws.com",
+            parameters={"type": "gp3", "encrypted": "true", "fsType": "ext4"},
+            reclaim_policy="Delete",
+            volume_binding_mode="WaitForFirstConsumer",
+            allow_volume_expansion=True,
+            opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
+        )
+
+        self.name = cluster_name
+        self.endpoint = eks_cluster.endpoint
+        self.oidc_provider_arn = self.control_plane.oidc_provider_arn
+        self.cluster_security_group_id = self.control_plane.cluster_security_group_id
+        self.register_outputs({"name": self.name, "endpoint": self.endpoint, "oidcProviderArn": self.oidc_provider_arn})
+
+    def _addon(
+        self,
+        name: str,
+        cluster_name: pulumi.Output[str],
+        version: str,
+        addon: str,
+        values: dict[str, object],
+        *,
+        pod_identity: tuple[str, pulumi.Output[str]] | None = None,
+        after: list[pulumi.Resource] | None = None,
+    ) -> aws.eks.Addon:
+        # Pin the add-on to the version EKS marks default for this Kubernetes minor, so a preview shows it.
+        default = aws.eks.get_addon_version_output(
+            addon_name=addon,
+            kubernetes_version=version,
+            most_recent=False,
+            opts=pulumi.InvokeOptions(parent=self),
+        )
+        return aws.eks.Addon(
+            f"{name}-{addon}",
+            cluster_name=cluster_name,
+            addon_name=addon,
+            addon_version=default.version,
+            configuration_values=json.dumps(values) if values else None,
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="PRESERVE",
+            pod_identity_associations=(
+                [aws.eks.AddonPodIdentityAssociationArgs(service_account=pod_identity[0], role_arn=pod_identity[1])]
+                if pod_identity
+                else None
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=after or []),
+        )

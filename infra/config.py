@@ -1,0 +1,292 @@
+"""The one typed, validated configuration object of the stack.
+
+Nothing else in the program reads configuration: ``load()`` turns the engine's raw config (a flat mapping of
+``namespace:key`` to the string the Pulumi engine passes) into a frozen ``StackConfig``.  Defaults live in one place,
+the ``config:`` block of ``Pulumi.yaml``; the Pulumi CLI (and the offline render harness, which mimics it) applies
+them before the program runs, so this module only validates.
+
+Every problem becomes one line naming the key, the bad value and what is allowed.  All problems are collected first,
+so a stack with three bad values reports three lines, not one at a time.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Literal, cast
+
+import pulumi
+
+PROJECT = "eks-neuron-llm"
+
+# Regions that sell both inf2 and trn1 capacity.  Kept to the regions where both families have been generally
+# available longest; the network component additionally checks, at deploy time, that enough availability zones of
+# the chosen region offer the accelerator instance types.
+ACCELERATOR_REGIONS: tuple[str, ...] = ("us-east-1", "us-east-2", "us-west-2")
+
+# EKS Kubernetes versions in standard support that this stack is tested against (kubernetes-validate schemas and
+# the Karpenter/KubeRay/Neuron versions pinned here).  The first entry is the oldest allowed.
+EKS_VERSIONS: tuple[str, ...] = ("1.34", "1.35", "1.36")
+
+Environment = Literal["dev", "prod"]
+NatMode = Literal["single", "perAz"]
+
+
+class ConfigError(pulumi.RunError):
+    """Raised with one line per invalid key; ``pulumi.RunError`` makes the engine print it without a traceback."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    availability_zone_count: int
+    vpc_cidr: str
+    nat_gateways: NatMode
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    name: str
+    version: str
+    public_access_cidrs: tuple[str, ...]
+    admin_principal_arns: tuple[str, ...]
+    system_node_instance_type: str
+    system_node_count: int
+    system_node_max_count: int
+    system_node_disk_gib: int
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    project: str
+    stack: str
+    environment: Environment
+    region: str
+    tags: Mapping[str, str]
+    network: NetworkConfig
+    cluster: ClusterConfig
+
+    @property
+    def is_prod(self) -> bool:
+        return self.environment == "prod"
+
+
+def _fmt(value: object) -> str:
+    return json.dumps(value) if not isinstance(value, str) else repr(value)
+
+
+class _Reader:
+    """Typed access to the raw config that records problems instead of raising on the first one."""
+
+    def __init__(self, raw: Mapping[str, str]) -> None:
+        self.raw = raw
+        self.problems: list[str] = []
+        self.read: set[str] = set()
+
+    def _full(self, key: str) -> str:
+        return key if ":" in key else f"{PROJECT}:{key}"
+
+    def bad(self, key: str, value: object, allowed: str) -> None:
+        self.problems.append(f"{self._full(key)}: {_fmt(value)} is not allowed; allowed: {allowed}")
+
+    def _get(self, key: str) -> str | None:
+        full = self._full(key)
+        self.read.add(full)
+        value = self.raw.get(full)
+        if value is None:
+            self.problems.append(f"{full}: not set; set it with `pulumi config set {full} <value>`")
+        return value
+
+    def text(
+        self,
+        key: str,
+        *,
+        choices: tuple[str, ...] | None = None,
+        pattern: str | None = None,
+        allowed: str = "",
+        fallback: str = "",
+    ) -> str:
+        value = self._get(key)
+        if value is None:
+            return fallback
+        if choices is not None and value not in choices:
+            self.bad(key, value, " | ".join(choices))
+            return fallback
+        if pattern is not None and not re.fullmatch(pattern, value):
+            self.bad(key, value, allowed)
+            return fallback
+        return value
+
+    def integer(self, key: str, lo: int, hi: int, *, allowed: str = "", fallback: int = 0) -> int:
+        value = self._get(key)
+        if value is None:
+            return fallback
+        try:
+            number = int(value)
+        except ValueError:
+            self.bad(key, value, allowed or f"an integer from {lo} to {hi}")
+            return fallback
+        if not lo <= number <= hi:
+            self.bad(key, number, allowed or f"an integer from {lo} to {hi}")
+            return fallback
+        return number
+
+    def _json(self, key: str, kind: type, what: str) -> Any:
+        value = self._get(key)
+        if value is None:
+            return kind()
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            self.bad(key, value, what)
+            return kind()
+        if not isinstance(parsed, kind):
+            self.bad(key, parsed, what)
+            return kind()
+        return parsed
+
+    def text_list(self, key: str, item_ok: Callable[[str], bool], item_allowed: str) -> tuple[str, ...]:
+        items = self._json(key, list, f"a list of {item_allowed}")
+        out: list[str] = []
+        for item in items:
+            if not isinstance(item, str) or not item_ok(item):
+                self.bad(key, item, f"each entry must be {item_allowed}")
+            else:
+                out.append(item)
+        return tuple(out)
+
+    def text_map(self, key: str) -> dict[str, str]:
+        items = self._json(key, dict, "a map of string keys to string values")
+        out: dict[str, str] = {}
+        for k, v in items.items():
+            if not isinstance(v, str | int | float | bool) or isinstance(v, bool):
+                self.bad(key, {k: v}, "string values (AWS tag values)")
+            elif not re.fullmatch(r"[\w .:/=+\-@]{1,128}", k) or k.lower().startswith("aws:"):
+                self.bad(key, k, "tag keys of 1-128 letters, digits, spaces or _.:/=+-@, not starting with aws:")
+            else:
+                out[k] = str(v)
+        return out
+
+    def unknown_keys(self, known: frozenset[str]) -> None:
+        for full in sorted(self.raw):
+            if full.startswith(f"{PROJECT}:") and full not in known:
+                near = difflib.get_close_matches(full, sorted(known), n=1)
+                hint = f"did you mean {near[0]}?" if near else "remove it"
+                self.problems.append(f"{full}: unknown key for this project; {hint}")
+
+
+def _cidr_ok(value: str) -> bool:
+    if "/" not in value:
+        return False
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        return False
+    return ":" not in value
+
+
+_IAM_ARN = r"arn:aws[a-z-]*:(iam|sts)::\d{12}:(role|user|assumed-role)/[\w+=,.@/-]+"
+
+
+def _network(r: _Reader) -> NetworkConfig:
+    azs = r.integer("availabilityZoneCount", 2, 3, allowed="2 or 3", fallback=2)
+    cidr = r.text("vpcCidr", fallback="10.0.0.0/16")
+    if cidr:
+        try:
+            net = ipaddress.ip_network(cidr, strict=True)
+        except ValueError:
+            r.bad("vpcCidr", cidr, "an IPv4 network in CIDR form with host bits zero, e.g. 10.0.0.0/16")
+        else:
+            if net.version != 4 or not 16 <= net.prefixlen <= 20 or not net.is_private:
+                r.bad("vpcCidr", cidr, "a private (RFC 1918) IPv4 network from /16 to /20")
+    nat = r.text("natGateways", choices=("single", "perAz"), fallback="single")
+    return NetworkConfig(azs, cidr, cast(NatMode, nat))
+
+
+def _cluster(r: _Reader, environment: str) -> ClusterConfig:
+    name = r.text(
+        "clusterName",
+        pattern=r"[a-zA-Z][a-zA-Z0-9-]{0,37}",
+        allowed="1-38 letters, digits or hyphens, starting with a letter (IAM role names are derived from it)",
+    )
+    version = r.text("clusterVersion", choices=EKS_VERSIONS, fallback=EKS_VERSIONS[-1])
+    cidrs = r.text_list("publicAccessCidrs", _cidr_ok, "an IPv4 CIDR such as 203.0.113.0/24")
+    if environment == "prod" and not cidrs:
+        r.bad("publicAccessCidrs", [], "at least one narrowed CIDR in prod")
+    if environment == "prod" and "0.0.0.0/0" in cidrs:
+        r.bad("publicAccessCidrs", list(cidrs), "CIDRs narrower than 0.0.0.0/0 in prod (the API would be open)")
+    admins = r.text_list(
+        "adminPrincipalArns",
+        lambda v: re.fullmatch(_IAM_ARN, v) is not None,
+        "an IAM role or user ARN, e.g. arn:aws:iam::123456789012:role/Admin",
+    )
+    instance_type = r.text(
+        "systemNodeInstanceType",
+        pattern=r"[a-z][a-z0-9-]*\.[0-9]*(nano|micro|small|medium|large|xlarge)",
+        allowed="an EC2 instance type such as m6i.xlarge",
+    )
+    if re.match(r"(inf|trn|p|g)\d", instance_type):
+        r.bad(
+            "systemNodeInstanceType", instance_type, "a general-purpose x86 type (m/c/r/t families), not an accelerator"
+        )
+    count = r.integer("systemNodeCount", 2, 10, allowed="2 to 10 (at least 2 nodes across AZs)", fallback=2)
+    max_count = r.integer("systemNodeMaxCount", 2, 20, fallback=count)
+    if max_count < count:
+        r.bad("systemNodeMaxCount", max_count, f"at least systemNodeCount ({count})")
+    disk = r.integer("systemNodeDiskGiB", 20, 1000, fallback=50)
+    return ClusterConfig(name, version, cidrs, admins, instance_type, count, max_count, disk)
+
+
+def parse(raw: Mapping[str, str], *, stack: str) -> StackConfig:
+    """Validate the raw engine config as a whole; raise ``ConfigError`` listing every problem."""
+    r = _Reader(raw)
+    environment, region, tags, network, cluster = _read_all(r)
+    r.unknown_keys(KNOWN_KEYS)
+    if r.problems:
+        raise ConfigError(r.problems)
+    return StackConfig(
+        project=PROJECT,
+        stack=stack,
+        environment=cast(Environment, environment),
+        region=region,
+        tags=MappingProxyType({"project": PROJECT, "stack": stack, **tags}),
+        network=network,
+        cluster=cluster,
+    )
+
+
+def _read_all(r: _Reader) -> tuple[str, str, dict[str, str], NetworkConfig, ClusterConfig]:
+    """Read every key once; the parsers read unconditionally, so this also defines the set of known keys."""
+    environment = r.text("environment", choices=("dev", "prod"), fallback="dev")
+    region = r.text("aws:region", choices=ACCELERATOR_REGIONS, fallback=ACCELERATOR_REGIONS[0])
+    tags = r.text_map("tags")
+    return environment, region, tags, _network(r), _cluster(r, environment)
+
+
+def _keys_read() -> set[str]:
+    probe = _Reader({})
+    _read_all(probe)
+    return probe.read
+
+
+KNOWN_KEYS: frozenset[str] = frozenset(_keys_read())
+
+
+def raw_from_engine() -> dict[str, str]:
+    """Every config value the engine passed to this program (the CLI, or the render harness's mocks)."""
+    values: dict[str, Any] = dict(pulumi.runtime.config.get_config_env())
+    values.update(pulumi.runtime.config.CONFIG.get())
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+
+
+def load() -> StackConfig:
+    """Build the stack's config from what the Pulumi engine passed in."""
+    return parse(raw_from_engine(), stack=pulumi.get_stack())

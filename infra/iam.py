@@ -1,0 +1,54 @@
+"""IAM building blocks shared by the components that own roles (each component keeps its own policies beside it)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+PolicyDocument = dict[str, Any]
+
+
+def managed_policy_arn(name: str) -> str:
+    """ARN of an AWS managed policy (commercial partition: the only one that sells inf2 and trn1)."""
+    return f"arn:aws:iam::aws:policy/{name}"
+
+
+def trust_policy(service: str, actions: Sequence[str] = ("sts:AssumeRole",)) -> PolicyDocument:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": service}, "Action": list(actions)},
+        ],
+    }
+
+
+# EKS Pod Identity: the agent assumes the role on behalf of a service account and tags the session with it.
+POD_IDENTITY_TRUST: PolicyDocument = trust_policy("pods.eks.amazonaws.com", ("sts:AssumeRole", "sts:TagSession"))
+EC2_TRUST: PolicyDocument = trust_policy("ec2.amazonaws.com")
+
+
+def to_json(document: PolicyDocument) -> str:
+    return json.dumps(document, sort_keys=True)
+
+
+def role(
+    name: str,
+    *,
+    trust: PolicyDocument,
+    managed: Sequence[str] = (),
+    inline: pulumi.Input[str] | None = None,
+    description: str,
+    parent: pulumi.Resource,
+) -> aws.iam.Role:
+    """A role with its managed-policy attachments and, optionally, one inline policy (JSON)."""
+    child = pulumi.ResourceOptions(parent=parent)
+    r = aws.iam.Role(name, assume_role_policy=to_json(trust), description=description, opts=child)
+    for policy in managed:
+        aws.iam.RolePolicyAttachment(f"{name}-{policy}", role=r.name, policy_arn=managed_policy_arn(policy), opts=child)
+    if inline is not None:
+        aws.iam.RolePolicy(f"{name}-inline", role=r.id, policy=inline, opts=child)
+    return r

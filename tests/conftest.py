@@ -1,0 +1,44 @@
+"""Shared fixtures: every test that looks at the stack looks at an offline render of the real program."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from tools.render import Render, render
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_REFERENCE = REPO.parent / "shared" / "reference"
+
+
+@cache
+def _render(stack: str, overrides_json: str) -> Render:
+    return render(stack, json.loads(overrides_json))
+
+
+def rendered(stack: str = "dev", **overrides: str) -> Render:
+    """The render of ``stack`` with config overrides (short keys get the project namespace); cached per process."""
+    full = {k if ":" in k else f"eks-neuron-llm:{k}": v for k, v in overrides.items()}
+    return _render(stack, json.dumps(full, sort_keys=True))
+
+
+@pytest.fixture(scope="session")
+def dev() -> Render:
+    return rendered("dev")
+
+
+@pytest.fixture(scope="session")
+def prod() -> Render:
+    return rendered("prod")
+
+
+@pytest.fixture(params=["dev", "prod"], scope="session")
+def each_stack(request: pytest.FixtureRequest) -> Render:
+    return rendered(request.param)
+
+
+RenderFn = Callable[..., Render]

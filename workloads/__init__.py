@@ -1,0 +1,1 @@
+"""Pure functions that build Kubernetes objects (plain dicts) from the stack config; no Pulumi imports here."""
