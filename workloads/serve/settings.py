@@ -1,0 +1,69 @@
+"""The contract between the RayService (which renders serveConfigV2) and the Ray Serve application (which reads it).
+
+Pure Python with no Ray or vLLM import, so the Pulumi program and the tests can use it.  The application package is
+mounted into the Ray containers importable as ``SERVE_PACKAGE``; in this repository it is ``workloads.serve``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, Literal
+
+SERVE_PACKAGE = "llm_serve"
+APP_IMPORT_PATH = f"{SERVE_PACKAGE}.app:build_app"
+APP_NAME = "llm"
+DEPLOYMENT_NAME = "VLLMDeployment"
+ROUTE_PREFIX = "/"
+SERVE_PORT = 8000
+# Ray custom resource a worker advertises per NeuronCore; each replica asks for tensor_parallel_size of them.
+NEURON_CORES_RAY_RESOURCE = "neuron_cores"
+
+Device = Literal["neuron", "cpu"]
+
+
+class SettingsError(ValueError):
+    """A serve argument is missing or has the wrong type; the message is one line naming it."""
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    model: str
+    served_model_name: str
+    device: Device
+    tensor_parallel_size: int
+    max_model_len: int
+    max_num_seqs: int
+    block_size: int
+    dtype: str = "bfloat16"
+    # s3://bucket/prefix where compiled Neuron artifacts are restored from and saved to; None disables the cache.
+    artifact_cache_uri: str | None = None
+    # Local directory the engine reads and writes compiled artifacts in (a volume on the worker).
+    compiled_artifacts_dir: str = "/cache/neuron-compiled-artifacts"
+    enforce_eager: bool = False
+    # Extra keyword arguments passed to the vLLM engine unchanged (version-specific knobs live here, not in code).
+    extra_engine_args: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_args(self) -> dict[str, Any]:
+        """The ``args`` mapping of the application in serveConfigV2."""
+        out = asdict(self)
+        out["extra_engine_args"] = dict(self.extra_engine_args)
+        return out
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> ServeSettings:
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(args) - set(known))
+        if unknown:
+            raise SettingsError(f"serve args: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(known)}")
+        required = [n for n, f in known.items() if f.default is MISSING and f.default_factory is MISSING]
+        missing = [n for n in required if n not in args]
+        if missing:
+            raise SettingsError(f"serve args: missing key(s) {', '.join(missing)}")
+        values = dict(args)
+        for name in ("tensor_parallel_size", "max_model_len", "max_num_seqs", "block_size"):
+            if not isinstance(values[name], int) or isinstance(values[name], bool) or values[name] < 1:
+                raise SettingsError(f"serve args: {name}={values[name]!r} is not allowed; allowed: a positive integer")
+        if values["device"] not in ("neuron", "cpu"):
+            raise SettingsError(f"serve args: device={values['device']!r} is not allowed; allowed: neuron | cpu")
+        return cls(**values)
