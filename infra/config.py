@@ -248,27 +248,33 @@ def _cluster(r: _Reader, environment: str) -> ClusterConfig:
 def parse(raw: Mapping[str, str], *, stack: str) -> StackConfig:
     """Validate the raw engine config as a whole; raise ``ConfigError`` listing every problem."""
     r = _Reader(raw)
-    environment, region, tags, network, cluster = _read_all(r)
+    sections = _read_all(r)
     r.unknown_keys(KNOWN_KEYS)
     if r.problems:
         raise ConfigError(r.problems)
+    tags = sections.pop("tags")
     return StackConfig(
         project=PROJECT,
         stack=stack,
-        environment=cast(Environment, environment),
-        region=region,
         tags=MappingProxyType({"project": PROJECT, "stack": stack, **tags}),
-        network=network,
-        cluster=cluster,
+        **sections,
     )
 
 
-def _read_all(r: _Reader) -> tuple[str, str, dict[str, str], NetworkConfig, ClusterConfig]:
-    """Read every key once; the parsers read unconditionally, so this also defines the set of known keys."""
+def _read_all(r: _Reader) -> dict[str, Any]:
+    """Read every key once, section by section; the keys read here are the set of known keys.
+
+    Each section's parser reads all of its keys unconditionally (so an empty probe discovers them) and records
+    problems on ``r``; checks that span sections go after the sections they compare.
+    """
     environment = r.text("environment", choices=("dev", "prod"), fallback="dev")
-    region = r.text("aws:region", choices=ACCELERATOR_REGIONS, fallback=ACCELERATOR_REGIONS[0])
-    tags = r.text_map("tags")
-    return environment, region, tags, _network(r), _cluster(r, environment)
+    return {
+        "environment": cast(Environment, environment),
+        "region": r.text("aws:region", choices=ACCELERATOR_REGIONS, fallback=ACCELERATOR_REGIONS[0]),
+        "tags": r.text_map("tags"),
+        "network": _network(r),
+        "cluster": _cluster(r, environment),
+    }
 
 
 def _keys_read() -> set[str]:
