@@ -338,8 +338,22 @@ class _Mocks(Mocks):
             "version": inputs.get("version"),
             "status": "ACTIVE",
             "certificateAuthority": {"data": ca},
+            # What pulumi-eks passes to the aws.eks.Cluster it creates, so policies see the real control plane.
+            "encryptionConfig": {"provider": {"keyArn": inputs.get("encryptionConfigKeyArn")}, "resources": ["secrets"]}
+            if inputs.get("encryptionConfigKeyArn")
+            else None,
+            "enabledClusterLogTypes": inputs.get("enabledClusterLogTypes") or [],
+            "accessConfig": {"authenticationMode": inputs.get("authenticationMode")},
+            "bootstrapSelfManagedAddons": inputs.get("bootstrapSelfManagedAddons"),
             "identities": [{"oidcs": [{"issuer": issuer}]}],
-            "vpcConfig": {"clusterSecurityGroupId": f"sg-{_hex(cluster, 'csg')}", "vpcId": inputs.get("vpcId")},
+            "vpcConfig": {
+                "clusterSecurityGroupId": f"sg-{_hex(cluster, 'csg')}",
+                "vpcId": inputs.get("vpcId"),
+                "subnetIds": [*(inputs.get("privateSubnetIds") or []), *(inputs.get("publicSubnetIds") or [])],
+                "endpointPrivateAccess": inputs.get("endpointPrivateAccess", False),
+                "endpointPublicAccess": inputs.get("endpointPublicAccess", True),
+                "publicAccessCidrs": inputs.get("publicAccessCidrs") or ["0.0.0.0/0"],
+            },
         }
         self.monitor.add_resource(urn, cluster, eks_state, parent=parent)
         csg = f"sg-{_hex(cluster, 'csg')}"

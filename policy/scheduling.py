@@ -1,0 +1,570 @@
+"""The scheduling proof: every pod template the stack declares has a node it can run on.
+
+Input is the stack as recorded (a list of resources shaped like the render harness's ``resources.json``: ``type``,
+``name``, ``urn``, ``inputs``), so the same proof runs in the tests, in the render summary and in the policy pack.
+
+For each pod template (Deployments, StatefulSets, Jobs, CronJobs, DaemonSets, the RayService head and every worker
+group, and the pods of Helm charts, derived from the chart's defaults merged with the release's values) it finds the
+node sources it could land on — each Karpenter NodePool (requirements, template labels, taints, limits) and each
+managed node group — and proves that at least one instance type there
+
+- carries every label the pod's nodeSelector and required node affinity ask for,
+- has a taint set the pod tolerates,
+- has allocatable CPU, memory, pods and Neuron devices/cores for the pod's requests, after the kubelet's reservations
+  (the EKS AL2023 formula) and the requests of every DaemonSet that lands on that node,
+- fits in the pool's limits at least once.
+
+It also enforces two Neuron rules: a pod that requests Neuron resources uses the Neuron scheduler, and a pod that
+requests Neuron resources can only land on nodes whose Neuron DaemonSets (device plugin) tolerate the Neuron taint.
+Every rejection names the pod, the candidate node source and the reason: label, taint, cpu, memory, pods, device,
+limit, scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from policy.quantity import amount, show
+from workloads.topology import (
+    NEURON_CORE_RESOURCE,
+    NEURON_DEVICE_RESOURCE,
+    NEURON_SCHEDULER,
+    NODEPOOL_LABEL,
+)
+
+MIB = 2**20
+# Karpenter subtracts this share of nominal memory for the hypervisor/OS before it computes allocatable
+# (karpenter settings.vmMemoryOverheadPercent, default 0.075); the same margin is applied to managed nodes.
+VM_MEMORY_OVERHEAD = 0.075
+# kubelet hard eviction threshold for memory.available on EKS AMIs.
+EVICTION_MEMORY_MIB = 100
+NEURON_RESOURCES = (NEURON_DEVICE_RESOURCE, NEURON_CORE_RESOURCE)
+EFFECTS = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Instance facts and the allocatable model.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What one instance type offers to Kubernetes."""
+
+    name: str
+    vcpu: int
+    memory_mib: int
+    max_pods: int
+    neuron_devices: int = 0
+    neuron_cores: int = 0
+    arch: str = "amd64"
+
+    @property
+    def family(self) -> str:
+        return self.name.split(".")[0]
+
+    @property
+    def category(self) -> str:
+        return re.sub(r"\d.*", "", self.family)
+
+    @property
+    def generation(self) -> str:
+        m = re.search(r"\d+", self.family)
+        return m.group(0) if m else ""
+
+    @property
+    def size(self) -> str:
+        return self.name.split(".")[1]
+
+
+def kube_reserved_cpu_millis(vcpu: int) -> int:
+    """EKS AMI formula: 6% of the first core, 1% of the second, 0.5% of cores 3-4, 0.25% of the rest."""
+    cores = [(1, 60), (1, 10), (2, 5)]
+    reserved, left = 0.0, vcpu
+    for count, per_core in cores:
+        use = min(left, count)
+        reserved += use * per_core
+        left -= use
+    reserved += max(left, 0) * 2.5
+    return int(reserved)
+
+
+def kube_reserved_memory_mib(max_pods: int) -> int:
+    """EKS AMI formula: 255 MiB + 11 MiB per pod the node may run."""
+    return 255 + 11 * max_pods
+
+
+def allocatable(machine: Machine) -> dict[str, int]:
+    memory = int(machine.memory_mib * (1 - VM_MEMORY_OVERHEAD))
+    memory -= kube_reserved_memory_mib(machine.max_pods) + EVICTION_MEMORY_MIB
+    out = {
+        "cpu": machine.vcpu * 1000 - kube_reserved_cpu_millis(machine.vcpu),
+        "memory": memory * MIB,
+        "pods": machine.max_pods,
+    }
+    if machine.neuron_devices:
+        out[NEURON_DEVICE_RESOURCE] = machine.neuron_devices
+        out[NEURON_CORE_RESOURCE] = machine.neuron_cores
+    return out
+
+
+def capacity(machine: Machine) -> dict[str, int]:
+    """What Karpenter counts against a NodePool's limits for one node of this type."""
+    out = {"cpu": machine.vcpu * 1000, "memory": machine.memory_mib * MIB}
+    if machine.neuron_devices:
+        out[NEURON_DEVICE_RESOURCE] = machine.neuron_devices
+        out[NEURON_CORE_RESOURCE] = machine.neuron_cores
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pods and node sources.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str
+    effect: str
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value}:{self.effect}" if self.value else f"{self.key}:{self.effect}"
+
+
+@dataclass
+class PodTemplate:
+    """One kind of pod the stack will ask the scheduler to place."""
+
+    name: str  # e.g. "Deployment open-webui/open-webui" or "RayService vllm/llm worker neuron"
+    spec: Mapping[str, Any]
+    daemonset: bool = False
+    replicas: int = 1
+    declared: bool = False  # derived from Helm values rather than a rendered manifest
+    # Extended resources this DaemonSet makes a node advertise (the Neuron device plugin advertises Neuron devices
+    # and cores); a node without it offers none of them.
+    provides: tuple[str, ...] = ()
+
+    def requests(self) -> dict[str, int]:
+        return pod_requests(self.spec)
+
+    @property
+    def scheduler(self) -> str:
+        return str(self.spec.get("schedulerName") or "default-scheduler")
+
+
+def _container_requests(container: Mapping[str, Any]) -> dict[str, int]:
+    res = container.get("resources") or {}
+    req = {k: amount(k, v) for k, v in (res.get("requests") or {}).items()}
+    for k, v in (res.get("limits") or {}).items():
+        req.setdefault(k, amount(k, v))  # a limit without a request is the request too
+    return req
+
+
+def pod_requests(spec: Mapping[str, Any]) -> dict[str, int]:
+    """Effective requests: the sum over containers, or the largest init container if that is larger."""
+    total: dict[str, int] = {}
+    for c in spec.get("containers") or []:
+        for k, v in _container_requests(c).items():
+            total[k] = total.get(k, 0) + v
+    for c in spec.get("initContainers") or []:
+        for k, v in _container_requests(c).items():
+            total[k] = max(total.get(k, 0), v)
+    total["pods"] = 1
+    return total
+
+
+@dataclass
+class NodeSource:
+    """A place nodes come from: a Karpenter NodePool or a managed node group."""
+
+    name: str  # "NodePool inf2" or "NodeGroup system"
+    machines: list[Machine]
+    labels: Callable[[Machine], dict[str, set[str]]]
+    taints: list[Taint]
+    limits: dict[str, int] = field(default_factory=dict)
+    max_nodes: int | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def _labels_match(spec: Mapping[str, Any], labels: Mapping[str, set[str]]) -> list[str]:
+    """Why ``labels`` (key -> the values a node may carry) cannot satisfy the pod; empty if it can."""
+    why: list[str] = []
+    for key, value in (spec.get("nodeSelector") or {}).items():
+        if str(value) not in labels.get(key, set()):
+            have = ",".join(sorted(labels.get(key, set()))) or "unset"
+            why.append(f"label {key}={value} (node has {have})")
+    affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    terms = affinity.get("nodeSelectorTerms") or []
+    if terms:
+        term_why = [_term_problems(t, labels) for t in terms]
+        if all(term_why):
+            why.append("required node affinity: " + " / ".join("; ".join(t) for t in term_why))
+    return why
+
+
+def _term_problems(term: Mapping[str, Any], labels: Mapping[str, set[str]]) -> list[str]:
+    why = []
+    for expr in term.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], {str(v) for v in expr.get("values") or []}
+        have = labels.get(key, set())
+        ok = {
+            "In": bool(have & values),
+            "NotIn": not have or bool(have - values),
+            "Exists": bool(have),
+            "DoesNotExist": not have,
+            "Gt": any(h.isdigit() and int(h) > int(next(iter(values))) for h in have),
+            "Lt": any(h.isdigit() and int(h) < int(next(iter(values))) for h in have),
+        }.get(op, False)
+        if not ok:
+            why.append(f"label {key} {op} {sorted(values)} (node has {','.join(sorted(have)) or 'unset'})")
+    return why
+
+
+def tolerates(tolerations: Iterable[Mapping[str, Any]], taint: Taint) -> bool:
+    for t in tolerations:
+        op = t.get("operator") or "Equal"
+        if t.get("effect") and t["effect"] != taint.effect:
+            continue
+        if not t.get("key") and op == "Exists":
+            return True
+        if t.get("key") != taint.key:
+            continue
+        if op == "Exists" or str(t.get("value") or "") == taint.value:
+            return True
+    return False
+
+
+def _untolerated(spec: Mapping[str, Any], taints: Iterable[Taint]) -> list[Taint]:
+    tols = spec.get("tolerations") or []
+    return [t for t in taints if t.effect in {"NoSchedule", "NoExecute"} and not tolerates(tols, t)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The proof.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    pod: PodTemplate
+    fits: list[tuple[str, str]]  # (node source, instance type)
+    rejections: dict[str, list[str]]  # node source -> reasons
+    rule_problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return (bool(self.fits) or self.pod.daemonset) and not self.rule_problems
+
+    def message(self) -> str:
+        if self.ok:
+            where = sorted({s for s, _ in self.fits})
+            kind = "runs on" if not self.pod.daemonset else "lands on"
+            return f"{self.pod.name}: ok, {kind} " + (", ".join(where) if where else "no node source (DaemonSet)")
+        parts = list(self.rule_problems)
+        if not self.fits and not self.pod.daemonset:
+            parts.append(
+                "no node source fits: "
+                + "; ".join(f"{src}: {', '.join(reasons)}" for src, reasons in sorted(self.rejections.items()))
+            )
+        return f"{self.pod.name}: FAILED: " + " | ".join(parts)
+
+
+def _merged_label_problems(spec: Mapping[str, Any], src: NodeSource) -> list[str]:
+    """Label problems against every value any node of ``src`` may carry (names all values, not one machine's)."""
+    merged: dict[str, set[str]] = {}
+    for m in src.machines:
+        for k, v in src.labels(m).items():
+            merged.setdefault(k, set()).update(v)
+    return _labels_match(spec, merged)
+
+
+def lands_on(ds: PodTemplate, machine: Machine, source: NodeSource) -> list[str]:
+    """Why DaemonSet ``ds`` does not run on a ``machine`` node of ``source``; empty if it does."""
+    why = _labels_match(ds.spec, source.labels(machine))
+    untolerated = _untolerated(ds.spec, source.taints)
+    if untolerated:
+        why.append("taint " + ", ".join(map(str, untolerated)) + " not tolerated")
+    return why
+
+
+def _daemonset_load(
+    machine: Machine, source: NodeSource, daemonsets: Sequence[PodTemplate], overhead: Sequence[DeclaredOverhead]
+) -> dict[str, int]:
+    load: dict[str, int] = {}
+    for ds in daemonsets:
+        if lands_on(ds, machine, source):
+            continue
+        for k, v in ds.requests().items():
+            load[k] = load.get(k, 0) + v
+    for o in overhead:
+        if o.applies(source):
+            load["cpu"] = load.get("cpu", 0) + o.cpu_millis
+            load["memory"] = load.get("memory", 0) + o.memory_mib * MIB
+            load["pods"] = load.get("pods", 0) + 1
+    return load
+
+
+@dataclass(frozen=True)
+class DeclaredOverhead:
+    """Per-node requests of a DaemonSet the stack does not render itself (EKS add-ons, chart DaemonSets)."""
+
+    name: str
+    cpu_millis: int
+    memory_mib: int
+    source: str
+    neuron_only: bool = False
+
+    def applies(self, node_source: NodeSource) -> bool:
+        return not self.neuron_only or any(m.neuron_devices for m in node_source.machines)
+
+
+def prove(
+    pods: Sequence[PodTemplate], sources: Sequence[NodeSource], overhead: Sequence[DeclaredOverhead] = ()
+) -> list[Verdict]:
+    daemonsets = [p for p in pods if p.daemonset]
+    verdicts = []
+    for pod in pods:
+        req = pod.requests()
+        wants_neuron = any(req.get(r, 0) > 0 for r in NEURON_RESOURCES)
+        rules: list[str] = []
+        if wants_neuron and pod.scheduler != NEURON_SCHEDULER:
+            rules.append(
+                f"scheduler: requests Neuron devices but schedulerName is {pod.scheduler!r}, "
+                f"not {NEURON_SCHEDULER!r} (multi-device pods hang or fragment without it)"
+            )
+        fits: list[tuple[str, str]] = []
+        rejections: dict[str, list[str]] = {}
+        for src in sources:
+            reasons: list[str] = list(src.problems)
+            untolerated = _untolerated(pod.spec, src.taints)
+            if untolerated:
+                reasons.append("taint " + ", ".join(map(str, untolerated)) + " not tolerated")
+            label_misses: dict[str, list[str]] = {}
+            fit_misses: list[str] = []
+            for m in src.machines:
+                label_why = _labels_match(pod.spec, src.labels(m))
+                if label_why:
+                    label_misses[m.name] = label_why
+                    continue
+                fit_why = [] if pod.daemonset else _fit(pod, req, m, src, daemonsets=daemonsets, overhead=overhead)
+                if not fit_why and not untolerated and not src.problems:
+                    fits.append((src.name, m.name))
+                fit_misses += [f"{m.name}: {w}" for w in fit_why]
+            if fit_misses:
+                reasons += fit_misses
+            elif label_misses:
+                reasons += _merged_label_problems(pod.spec, src) or next(iter(label_misses.values()))
+            if not src.machines:
+                reasons.append("no instance type this source may launch is in the instance facts table")
+            if not any(s == src.name for s, _ in fits):
+                rejections[src.name] = reasons
+        if pod.daemonset and wants_neuron:
+            rules.append("device: a DaemonSet requests Neuron resources")
+        if pod.daemonset and pod.provides:
+            for src in sources:
+                for m in src.machines:
+                    if any(m_res in pod.provides for m_res in NEURON_RESOURCES) and m.neuron_devices:
+                        missed = lands_on(pod, m, src)
+                        if missed:
+                            rules.append(
+                                f"{src.name} ({m.name}): Neuron DaemonSet does not land there: " + ", ".join(missed)
+                            )
+                            break
+        verdicts.append(Verdict(pod, fits, rejections, rules))
+    return verdicts
+
+
+def _fit(
+    pod: PodTemplate,
+    req: Mapping[str, int],
+    m: Machine,
+    src: NodeSource,
+    *,
+    daemonsets: Sequence[PodTemplate],
+    overhead: Sequence[DeclaredOverhead],
+) -> list[str]:
+    alloc = allocatable(m)
+    load = _daemonset_load(m, src, daemonsets, overhead)
+    provided = {r for ds in daemonsets if not lands_on(ds, m, src) for r in ds.provides}
+    why = []
+    for resource in NEURON_RESOURCES:
+        if req.get(resource, 0) > 0 and resource not in provided:
+            why.append(
+                f"device {resource}: no DaemonSet advertising it (the Neuron device plugin) runs on {src.name} nodes"
+            )
+            alloc.pop(resource, None)
+            req = {k: v for k, v in req.items() if k != resource}
+    for resource, need in sorted(req.items()):
+        if need <= 0:
+            continue
+        free = alloc.get(resource, 0) - load.get(resource, 0)
+        if need > free:
+            label = resource if resource in {"cpu", "memory", "pods"} else f"device {resource}"
+            why.append(
+                f"{label}: needs {show(resource, need)}, {show(resource, max(free, 0))} free "
+                f"after kubelet reservations and DaemonSets"
+            )
+    if src.limits:
+        cap = capacity(m)
+        over = [
+            f"{r} {show(r, cap.get(r, 0))} > limit {show(r, lim)}"
+            for r, lim in sorted(src.limits.items())
+            if cap.get(r, 0) > lim
+        ]
+        if over:
+            why.append("limit: one node exceeds the pool's limits (" + ", ".join(over) + ")")
+    if src.max_nodes is not None and src.max_nodes < 1:
+        why.append("limit: node source may not have any node")
+    return why
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading the recorded stack.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _inputs(resources: Sequence[Mapping[str, Any]], kind: str) -> list[Mapping[str, Any]]:
+    return [r["inputs"] for r in resources if r["type"].startswith("kubernetes:") and r["inputs"].get("kind") == kind]
+
+
+def _meta_name(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    ns = meta.get("namespace")
+    return f"{ns}/{meta.get('name')}" if ns else str(meta.get("name"))
+
+
+def pod_templates(resources: Sequence[Mapping[str, Any]]) -> list[PodTemplate]:
+    """Every pod template among the rendered Kubernetes objects."""
+    out: list[PodTemplate] = []
+    for kind in ("Deployment", "StatefulSet", "ReplicaSet", "Job", "DaemonSet"):
+        for obj in _inputs(resources, kind):
+            spec = (obj.get("spec") or {}).get("template", {}).get("spec") or {}
+            out.append(
+                PodTemplate(
+                    f"{kind} {_meta_name(obj)}",
+                    spec,
+                    daemonset=kind == "DaemonSet",
+                    replicas=int((obj.get("spec") or {}).get("replicas") or 1),
+                )
+            )
+    for obj in _inputs(resources, "CronJob"):
+        spec = obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        out.append(PodTemplate(f"CronJob {_meta_name(obj)}", spec))
+    for obj in _inputs(resources, "Pod"):
+        out.append(PodTemplate(f"Pod {_meta_name(obj)}", obj.get("spec") or {}))
+    for kind in ("RayService", "RayCluster"):
+        for obj in _inputs(resources, kind):
+            cluster = obj["spec"].get("rayClusterConfig", obj["spec"]) if kind == "RayService" else obj["spec"]
+            head = cluster["headGroupSpec"]["template"]["spec"]
+            out.append(PodTemplate(f"{kind} {_meta_name(obj)} head", head))
+            for group in cluster.get("workerGroupSpecs") or []:
+                out.append(
+                    PodTemplate(
+                        f"{kind} {_meta_name(obj)} worker group {group.get('groupName')}",
+                        group["template"]["spec"],
+                        replicas=int(group.get("minReplicas") or 0),
+                    )
+                )
+    return out
+
+
+WELL_KNOWN: dict[str, Callable[[Machine], set[str]]] = {
+    "node.kubernetes.io/instance-type": lambda m: {m.name},
+    "kubernetes.io/arch": lambda m: {m.arch},
+    "kubernetes.io/os": lambda m: {"linux"},
+    "karpenter.k8s.aws/instance-family": lambda m: {m.family},
+    "karpenter.k8s.aws/instance-category": lambda m: {m.category},
+    "karpenter.k8s.aws/instance-generation": lambda m: {m.generation},
+    "karpenter.k8s.aws/instance-size": lambda m: {m.size},
+    "karpenter.k8s.aws/instance-cpu": lambda m: {str(m.vcpu)},
+    "karpenter.k8s.aws/instance-memory": lambda m: {str(m.memory_mib)},
+    "karpenter.k8s.aws/instance-accelerator-count": lambda m: {str(m.neuron_devices)} if m.neuron_devices else set(),
+}
+
+
+def _requirement_allows(req: Mapping[str, Any], values: set[str]) -> bool:
+    op, allowed = req["operator"], {str(v) for v in req.get("values") or []}
+    if op == "In":
+        return bool(values & allowed)
+    if op == "NotIn":
+        return not values or bool(values - allowed)
+    if op == "Exists":
+        return bool(values)
+    if op == "DoesNotExist":
+        return not values
+    if op in {"Gt", "Lt"}:
+        bound = int(next(iter(allowed)))
+        return any(v.isdigit() and (int(v) > bound if op == "Gt" else int(v) < bound) for v in values)
+    return False
+
+
+def nodepool_source(pool: Mapping[str, Any], machines: Mapping[str, Machine]) -> NodeSource:
+    name = pool["metadata"]["name"]
+    tmpl = pool["spec"]["template"]
+    requirements = tmpl["spec"].get("requirements") or []
+    fixed_labels = {k: {str(v)} for k, v in ((tmpl.get("metadata") or {}).get("labels") or {}).items()}
+    launchable = []
+    for m in machines.values():
+        if all(_requirement_allows(r, WELL_KNOWN[r["key"]](m)) for r in requirements if r["key"] in WELL_KNOWN):
+            launchable.append(m)
+    open_keys = {
+        r["key"]: {str(v) for v in r.get("values") or []}
+        for r in requirements
+        if r["key"] not in WELL_KNOWN and r["operator"] == "In"
+    }
+
+    def labels(m: Machine) -> dict[str, set[str]]:
+        out = {k: f(m) for k, f in WELL_KNOWN.items()}
+        out = {k: v for k, v in out.items() if v}
+        out[NODEPOOL_LABEL] = {name}
+        out.setdefault("karpenter.sh/capacity-type", {"on-demand"})
+        out.update(open_keys)
+        out.update(fixed_labels)
+        return out
+
+    taints = [Taint(t["key"], str(t.get("value") or ""), t["effect"]) for t in tmpl["spec"].get("taints") or []]
+    limits = {k: amount(k, v) for k, v in (pool["spec"].get("limits") or {}).items()}
+    return NodeSource(f"NodePool {name}", sorted(launchable, key=lambda m: m.name), labels, taints, limits)
+
+
+def nodegroup_source(ng: Mapping[str, Any], machines: Mapping[str, Machine]) -> NodeSource:
+    name = ng.get("nodeGroupName") or "nodegroup"
+    types = ng.get("instanceTypes") or []
+    known = [machines[t] for t in types if t in machines]
+    problems = [f"no instance facts for {t}" for t in types if t not in machines]
+    extra = {k: {str(v)} for k, v in (ng.get("labels") or {}).items()}
+    capacity_type = "SPOT" if ng.get("capacityType") == "SPOT" else "ON_DEMAND"
+
+    def labels(m: Machine) -> dict[str, set[str]]:
+        return {
+            "eks.amazonaws.com/nodegroup": {name},
+            "eks.amazonaws.com/capacityType": {capacity_type},
+            "node.kubernetes.io/instance-type": {m.name},
+            "kubernetes.io/arch": {m.arch},
+            "kubernetes.io/os": {"linux"},
+            **extra,
+        }
+
+    taints = [
+        Taint(t["key"], str(t.get("value") or ""), EFFECTS.get(t["effect"], t["effect"]))
+        for t in ng.get("taints") or []
+    ]
+    scaling = ng.get("scalingConfig") or {}
+    return NodeSource(f"NodeGroup {name}", known, labels, taints, max_nodes=scaling.get("maxSize"), problems=problems)
+
+
+def node_sources(resources: Sequence[Mapping[str, Any]], machines: Mapping[str, Machine]) -> list[NodeSource]:
+    out = [nodegroup_source(r["inputs"], machines) for r in resources if r["type"] == "aws:eks/nodeGroup:NodeGroup"]
+    out += [nodepool_source(p, machines) for p in _inputs(resources, "NodePool")]
+    return out
+
+
+def dumps(verdicts: Sequence[Verdict]) -> str:
+    return json.dumps([{"pod": v.pod.name, "ok": v.ok, "message": v.message()} for v in verdicts], indent=2)
