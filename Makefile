@@ -6,6 +6,13 @@ STACK ?= dev
 
 .PHONY: render test lint typecheck unit clean
 
+SCAN_VENV ?= venv-scan
+
+$(SCAN_VENV)/.installed: requirements-scan.txt
+	$(PYTHON) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-scan.txt
+	touch $@
+
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
@@ -21,8 +28,8 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(PY) -m mypy
 
-unit: $(VENV)/.installed
-	$(PY) -m pytest
+unit: $(VENV)/.installed $(SCAN_VENV)/.installed
+	CHECKOV=$(abspath $(SCAN_VENV))/bin/checkov $(PY) -m pytest
 
 test: lint typecheck unit  ## everything CI runs
 
