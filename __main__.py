@@ -3,10 +3,14 @@
 import pulumi
 import pulumi_aws as aws
 
+from infra.ci import CiAccess, CiAccessArgs
 from infra.cluster import Cluster, ClusterArgs
 from infra.config import load
+from infra.karpenter import Karpenter, KarpenterArgs
 from infra.network import Network, NetworkArgs
-from workloads.topology import DEFAULT_ACCELERATOR_INSTANCE_TYPE
+from infra.neuron import Neuron, NeuronArgs
+from infra.observability import Observability, ObservabilityArgs
+from workloads.topology import DEFAULT_ACCELERATOR_INSTANCE_TYPE, DEFAULT_POOL
 
 # Config: one validated object; a bad value stops here with one line per problem.
 cfg = load()
@@ -15,6 +19,14 @@ cfg = load()
 aws_provider = aws.Provider("aws", region=cfg.region, default_tags=aws.ProviderDefaultTagsArgs(tags=dict(cfg.tags)))
 on_aws = pulumi.ResourceOptions(providers={"aws": aws_provider})
 
+# The accelerator types the subnets' zones must sell: the serving type first (only it is required in every zone),
+# then every type the accelerator pools may launch (zones selling more of them are preferred).  The serving preset's
+# instance type goes here, in SERVING_INSTANCE_TYPE, and nowhere else.
+SERVING_INSTANCE_TYPE = DEFAULT_ACCELERATOR_INSTANCE_TYPE
+zone_instance_types = tuple(
+    dict.fromkeys((SERVING_INSTANCE_TYPE, *cfg.capacity.inf2_instance_types, *cfg.capacity.trn1_instance_types))
+)
+
 # Network: subnets in zones that sell the accelerator the serving preset needs.
 network = Network(
     "network",
@@ -22,7 +34,7 @@ network = Network(
         config=cfg.network,
         region=cfg.region,
         cluster_name=cfg.cluster.name,
-        zone_instance_types=(DEFAULT_ACCELERATOR_INSTANCE_TYPE,),
+        zone_instance_types=zone_instance_types,
     ),
     opts=on_aws,
 )
@@ -39,6 +51,37 @@ cluster = Cluster(
     opts=on_aws,
 )
 
+# Capacity: Karpenter (IAM, interruption queue, charts) and its node classes and pools: default, inf2, trn1.
+karpenter = Karpenter(
+    "karpenter",
+    KarpenterArgs(
+        config=cfg.capacity, cluster_name=cfg.cluster.name, region=cfg.region, cluster=cluster, tags=cfg.tags
+    ),
+    opts=on_aws,
+)
+
+# Accelerators: the Neuron device plugin, scheduler extension and second scheduler (my-scheduler).
+neuron = Neuron("neuron", NeuronArgs(cluster_version=cfg.cluster.version, cluster=cluster), opts=on_aws)
+
+# Observability: CloudWatch Container Insights with Neuron metrics, and the accelerated-capacity dashboard.
+observability = Observability(
+    "observability",
+    ObservabilityArgs(
+        cluster_name=cfg.cluster.name,
+        cluster_version=cfg.cluster.version,
+        region=cfg.region,
+        cluster=cluster,
+        capacity=[karpenter.node_pools[DEFAULT_POOL]],
+    ),
+    opts=on_aws,
+)
+
+# CI: GitHub OIDC provider and the preview/deploy roles of the workflows, only when a repository is configured.
+if cfg.ci.enabled:
+    ci = CiAccess("ci", CiAccessArgs(config=cfg.ci, region=cfg.region, cluster_name=cluster.name), opts=on_aws)
+    pulumi.export("ciPreviewRoleArn", ci.preview_role_arn)
+    pulumi.export("ciDeployRoleArn", ci.deploy_role_arn)
+
 # Outputs.
 pulumi.export("clusterName", cluster.name)
 pulumi.export("region", cfg.region)
@@ -46,6 +89,9 @@ pulumi.export("vpcId", network.vpc_id)
 pulumi.export("privateSubnetIds", network.private_subnet_ids)
 pulumi.export("kubeconfig", cluster.kubeconfig)
 pulumi.export("oidcProviderArn", cluster.oidc_provider_arn)
+pulumi.export("nodePoolNames", karpenter.node_pool_names)
+pulumi.export("interruptionQueueName", karpenter.interruption_queue_name)
+pulumi.export("dashboardUrl", observability.dashboard_url)
 pulumi.export(
     "kubectlSetup",
     cluster.name.apply(lambda n: f"aws eks update-kubeconfig --region {cfg.region} --name {n}"),

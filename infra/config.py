@@ -64,6 +64,41 @@ class ClusterConfig:
     system_node_disk_gib: int
 
 
+CapacityType = Literal["on-demand", "spot"]
+
+
+@dataclass(frozen=True)
+class CapacityConfig:
+    """Karpenter node classes and pools: the AMI, the disks, the instance types, limits and disruption settings."""
+
+    ami_alias: str  # al2023@vYYYYMMDD: the AL2023 release; Karpenter picks the Neuron variant for inf/trn itself
+    default_disk_gib: int
+    neuron_disk_gib: int
+    default_pool_cpu_limit: int
+    default_pool_memory_gib: int
+    inf2_instance_types: tuple[str, ...]
+    trn1_instance_types: tuple[str, ...]
+    accelerator_capacity_types: tuple[CapacityType, ...]
+    accelerator_pool_cpu_limit: int
+    accelerator_pool_memory_gib: int
+    inf2_neuron_device_limit: int
+    trn1_neuron_device_limit: int
+    accelerator_consolidate_after: str
+    accelerator_disruption_budget: str
+    node_expire_after: str
+
+
+@dataclass(frozen=True)
+class CiConfig:
+    """GitHub Actions bootstrap: the OIDC provider and the preview/deploy roles, only when a repository is named."""
+
+    github_repository: str  # owner/name, or "" for no CI bootstrap
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.github_repository)
+
+
 @dataclass(frozen=True)
 class StackConfig:
     project: str
@@ -73,6 +108,8 @@ class StackConfig:
     tags: Mapping[str, str]
     network: NetworkConfig
     cluster: ClusterConfig
+    capacity: CapacityConfig
+    ci: CiConfig
 
     @property
     def is_prod(self) -> bool:
@@ -245,6 +282,97 @@ def _cluster(r: _Reader, environment: str) -> ClusterConfig:
     return ClusterConfig(name, version, cidrs, admins, instance_type, count, max_count, disk)
 
 
+_DURATION = r"([0-9]+(s|m|h))+"
+
+
+def _empty_list(r: _Reader, key: str) -> bool:
+    """The raw value is literally an empty list (entries that were all rejected are reported on their own)."""
+    value = r.raw.get(r._full(key))
+    try:
+        return value is not None and json.loads(value) == []
+    except ValueError:
+        return False
+
+
+def _instance_types(r: _Reader, key: str, family: str) -> tuple[str, ...]:
+    types = r.text_list(
+        key,
+        lambda v: re.fullmatch(rf"{family}\.[0-9]*(xlarge|large)", v) is not None,
+        f"a {family} instance type such as {family}.32xlarge",
+    )
+    if _empty_list(r, key):
+        r.bad(key, [], f"at least one {family} instance type")
+    if len(set(types)) != len(types):
+        r.bad(key, list(types), "each instance type once")
+    return types
+
+
+def _capacity(r: _Reader) -> CapacityConfig:
+    ami = r.text(
+        "nodeAmiVersion",
+        pattern=r"v20[0-9]{6}",
+        allowed="a pinned EKS AL2023 AMI release such as v20260930 (awslabs/amazon-eks-ami releases); not latest",
+        fallback="v20260930",
+    )
+    default_disk = r.integer("defaultNodeDiskGiB", 20, 16384, fallback=100)
+    neuron_disk = r.integer(
+        "neuronNodeDiskGiB",
+        500,
+        16384,
+        allowed="500 to 16384 (the serving image, model weights and compiled Neuron artifacts need at least 500)",
+        fallback=500,
+    )
+    default_cpu = r.integer("defaultPoolCpuLimit", 4, 100000, fallback=256)
+    default_mem = r.integer("defaultPoolMemoryGiB", 8, 400000, fallback=1024)
+    inf2 = _instance_types(r, "inf2InstanceTypes", "inf2")
+    trn1 = _instance_types(r, "trn1InstanceTypes", "trn1")
+    capacity_types = r.text_list("acceleratorCapacityTypes", lambda v: v in ("on-demand", "spot"), "on-demand or spot")
+    if _empty_list(r, "acceleratorCapacityTypes"):
+        r.bad("acceleratorCapacityTypes", [], "at least one of on-demand, spot")
+    acc_cpu = r.integer("acceleratorPoolCpuLimit", 4, 100000, fallback=384)
+    acc_mem = r.integer("acceleratorPoolMemoryGiB", 8, 400000, fallback=1536)
+    inf2_devices = r.integer("inf2NeuronDeviceLimit", 1, 1000, fallback=12)
+    trn1_devices = r.integer("trn1NeuronDeviceLimit", 1, 1000, fallback=4)
+    consolidate_after = r.text(
+        "acceleratorConsolidateAfter", pattern=_DURATION, allowed="a duration such as 30m or 1h30m", fallback="30m"
+    )
+    budget = r.text(
+        "acceleratorDisruptionBudget",
+        pattern=r"[0-9]+%?",
+        allowed="a node count such as 1, or a percentage such as 10%; 0 blocks voluntary disruption",
+        fallback="1",
+    )
+    expire_after = r.text(
+        "nodeExpireAfter", pattern=rf"{_DURATION}|Never", allowed="a duration such as 720h, or Never", fallback="720h"
+    )
+    return CapacityConfig(
+        ami_alias=f"al2023@{ami}",
+        default_disk_gib=default_disk,
+        neuron_disk_gib=neuron_disk,
+        default_pool_cpu_limit=default_cpu,
+        default_pool_memory_gib=default_mem,
+        inf2_instance_types=inf2,
+        trn1_instance_types=trn1,
+        accelerator_capacity_types=cast(tuple[CapacityType, ...], capacity_types),
+        accelerator_pool_cpu_limit=acc_cpu,
+        accelerator_pool_memory_gib=acc_mem,
+        inf2_neuron_device_limit=inf2_devices,
+        trn1_neuron_device_limit=trn1_devices,
+        accelerator_consolidate_after=consolidate_after,
+        accelerator_disruption_budget=budget,
+        node_expire_after=expire_after,
+    )
+
+
+def _ci(r: _Reader) -> CiConfig:
+    repository = r.text(
+        "githubRepository",
+        pattern=r"|[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}",
+        allowed="empty (no CI bootstrap) or a GitHub repository as owner/name, e.g. acme/eks-neuron-llm",
+    )
+    return CiConfig(github_repository=repository)
+
+
 def parse(raw: Mapping[str, str], *, stack: str) -> StackConfig:
     """Validate the raw engine config as a whole; raise ``ConfigError`` listing every problem."""
     r = _Reader(raw)
@@ -274,6 +402,8 @@ def _read_all(r: _Reader) -> dict[str, Any]:
         "tags": r.text_map("tags"),
         "network": _network(r),
         "cluster": _cluster(r, environment),
+        "capacity": _capacity(r),
+        "ci": _ci(r),
     }
 
 

@@ -187,6 +187,11 @@ class _Mocks(Mocks):
                     uniqueId="AROA" + _hex(name, n=17).upper(),
                 )
                 rid = physical
+            elif typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
+                # IAM names an OIDC provider by its URL without the scheme, one per URL per account.
+                host = str(inputs.get("url", "")).removeprefix("https://")
+                state.update(arn=f"arn:aws:iam::{ACCOUNT}:oidc-provider/{host}")
+                rid = state["arn"]
             elif typ == "aws:iam/policy:Policy":
                 state.update(name=physical, arn=_arn("iam", f"policy/{physical}", region, global_=True))
                 rid = state["arn"]
