@@ -97,3 +97,9 @@ def test_helm_values_check_names_the_misspelled_key(values: dict, bad_key: str) 
     assert helm_value_problems("karpenter", {"settings": {"clusterName": "c"}, "replicas": 2}, chart) == []
     (problem,) = helm_value_problems("karpenter", values, chart)
     assert repr(bad_key) in problem
+
+
+def test_pass_through_maps_accept_any_key() -> None:
+    chart = chart_values("karpenter-1.14.1.values.yaml")
+    assert chart["nodeSelector"]  # not empty by default, yet its keys are node labels, not chart settings
+    assert helm_value_problems("karpenter", {"nodeSelector": {"eks.amazonaws.com/nodegroup": "system"}}, chart) == []

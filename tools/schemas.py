@@ -152,8 +152,12 @@ def _paths(values: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, A
             yield from _paths(value, path)
 
 
+# Maps that charts pass through to Kubernetes verbatim: any key below them is the user's, not the chart's.
+FREE_FORM_KEYS = ("nodeSelector", "podAnnotations", "podLabels", "annotations", "labels", "commonLabels")
+
+
 def helm_value_problems(
-    release: str, values: Mapping[str, Any], chart: Mapping[str, Any], free_form: tuple[str, ...] = ()
+    release: str, values: Mapping[str, Any], chart: Mapping[str, Any], free_form: tuple[str, ...] = FREE_FORM_KEYS
 ) -> list[str]:
     """Key paths in ``values`` that the chart's values.yaml does not have.
 
