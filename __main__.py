@@ -4,13 +4,17 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.ci import CiAccess, CiAccessArgs
-from infra.cluster import Cluster, ClusterArgs
+from infra.cluster import DEFAULT_STORAGE_CLASS, Cluster, ClusterArgs
 from infra.config import load
 from infra.karpenter import Karpenter, KarpenterArgs
+from infra.kuberay import KubeRay, KubeRayArgs
 from infra.network import Network, NetworkArgs
 from infra.neuron import Neuron, NeuronArgs
 from infra.observability import Observability, ObservabilityArgs
-from workloads.topology import DEFAULT_ACCELERATOR_INSTANCE_TYPE, DEFAULT_POOL
+from infra.openwebui import OpenWebUI, OpenWebUIArgs, port_forward_command
+from infra.serving import Serving, ServingArgs, port_forward_commands
+from workloads.presets import PRESETS
+from workloads.topology import DEFAULT_POOL
 
 # Config: one validated object; a bad value stops here with one line per problem.
 cfg = load()
@@ -22,7 +26,8 @@ on_aws = pulumi.ResourceOptions(providers={"aws": aws_provider})
 # The accelerator types the subnets' zones must sell: the serving type first (only it is required in every zone),
 # then every type the accelerator pools may launch (zones selling more of them are preferred).  The serving preset's
 # instance type goes here, in SERVING_INSTANCE_TYPE, and nowhere else.
-SERVING_INSTANCE_TYPE = DEFAULT_ACCELERATOR_INSTANCE_TYPE
+SERVING_PRESET = PRESETS[cfg.serving.preset]
+SERVING_INSTANCE_TYPE = SERVING_PRESET.instance_type
 zone_instance_types = tuple(
     dict.fromkeys((SERVING_INSTANCE_TYPE, *cfg.capacity.inf2_instance_types, *cfg.capacity.trn1_instance_types))
 )
@@ -76,6 +81,36 @@ observability = Observability(
     opts=on_aws,
 )
 
+# Serving: the KubeRay operator, then the vLLM RayService with its bucket, image repository, secrets and policies.
+kuberay = KubeRay("kuberay", KubeRayArgs(cluster=cluster), opts=on_aws)
+serving = Serving(
+    "serving",
+    ServingArgs(
+        config=cfg.serving,
+        cluster_name=cfg.cluster.name,
+        region=cfg.region,
+        protect_data=cfg.is_prod,
+        cluster=cluster,
+        kuberay=kuberay,
+        capacity=[karpenter.node_pools[SERVING_PRESET.pool], neuron.release],
+    ),
+    opts=on_aws,
+)
+
+# UI: Open WebUI in front of the serve endpoint, on the default (x86) pool.
+ui = OpenWebUI(
+    "openwebui",
+    OpenWebUIArgs(
+        enable_signup=cfg.serving.openwebui_enable_signup,
+        storage_gib=cfg.serving.openwebui_storage_gib,
+        storage_class=DEFAULT_STORAGE_CLASS,
+        protect_data=cfg.is_prod,
+        cluster=cluster,
+        capacity=[karpenter.node_pools[DEFAULT_POOL]],
+    ),
+    opts=on_aws,
+)
+
 # CI: GitHub OIDC provider and the preview/deploy roles of the workflows, only when a repository is configured.
 if cfg.ci.enabled:
     ci = CiAccess("ci", CiAccessArgs(config=cfg.ci, region=cfg.region, cluster_name=cluster.name), opts=on_aws)
@@ -92,6 +127,13 @@ pulumi.export("oidcProviderArn", cluster.oidc_provider_arn)
 pulumi.export("nodePoolNames", karpenter.node_pool_names)
 pulumi.export("interruptionQueueName", karpenter.interruption_queue_name)
 pulumi.export("dashboardUrl", observability.dashboard_url)
+pulumi.export("servingEndpoint", serving.endpoint)
+pulumi.export("modelId", serving.model_id)
+pulumi.export("imageRepositoryUrl", serving.image_repository_url)
+pulumi.export("artifactBucketName", serving.artifact_bucket_name)
+pulumi.export("servePortForward", port_forward_commands()["serve"])
+pulumi.export("rayDashboardPortForward", port_forward_commands()["dashboard"])
+pulumi.export("openWebuiPortForward", port_forward_command())
 pulumi.export(
     "kubectlSetup",
     cluster.name.apply(lambda n: f"aws eks update-kubeconfig --region {cfg.region} --name {n}"),

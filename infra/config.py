@@ -22,6 +22,9 @@ from typing import Any, Literal, cast
 
 import pulumi
 
+from workloads import presets as serving_presets
+from workloads.topology import INF2_POOL
+
 PROJECT = "eks-neuron-llm"
 
 # Regions that sell both inf2 and trn1 capacity.  Kept to the regions where both families have been generally
@@ -89,6 +92,19 @@ class CapacityConfig:
 
 
 @dataclass(frozen=True)
+class ServingConfig:
+    """KubeRay, the vLLM RayService and Open WebUI (infra/kuberay.py, infra/serving.py, infra/openwebui.py)."""
+
+    preset: str  # a key of workloads.presets.PRESETS, named after the worker instance type
+    model_id: str  # a key of workloads.presets.MODELS
+    image: str  # serving image, pinned by tag or digest
+    # Hugging Face token: a secret Output, or None when unset (the default model is not gated).
+    hf_token: pulumi.Output[str] | None
+    openwebui_enable_signup: bool
+    openwebui_storage_gib: int
+
+
+@dataclass(frozen=True)
 class CiConfig:
     """GitHub Actions bootstrap: the OIDC provider and the preview/deploy roles, only when a repository is named."""
 
@@ -109,6 +125,7 @@ class StackConfig:
     network: NetworkConfig
     cluster: ClusterConfig
     capacity: CapacityConfig
+    serving: ServingConfig
     ci: CiConfig
 
     @property
@@ -364,6 +381,64 @@ def _capacity(r: _Reader) -> CapacityConfig:
     )
 
 
+# An OCI image reference with a tag or a digest: [registry[:port]/]path[:tag][@sha256:<64 hex>].
+_IMAGE = (
+    r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)+"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?"
+)
+
+
+def _serving(r: _Reader, capacity: CapacityConfig) -> ServingConfig:
+    presets = serving_presets.PRESETS
+    preset_name = r.text("servingPreset", choices=tuple(presets), fallback="")
+    model_id = r.text("modelId", choices=tuple(serving_presets.MODELS), fallback="")
+    if preset_name and model_id:
+        for reason in serving_presets.check(presets[preset_name], serving_presets.MODELS[model_id]):
+            r.bad("servingPreset", preset_name, f"a preset that fits {model_id}: {reason}")
+    image = r.text(
+        "servingImage",
+        pattern=_IMAGE,
+        allowed="an image reference pinned by tag or digest, e.g. <account>.dkr.ecr.<region>.amazonaws.com/repo:tag",
+    )
+    if image and "@" not in image and ":" not in image.rsplit("/", 1)[-1]:
+        r.bad("servingImage", image, "an image pinned by a tag or a digest (this one has neither)")
+    elif image.rsplit("/", 1)[-1].split("@")[0].endswith(":latest"):
+        r.bad("servingImage", image, "a pinned tag or digest, not the moving tag latest")
+    token = r.text("hfToken", fallback="")
+    signup = r.text("openWebuiEnableSignup", choices=("true", "false"), fallback="false")
+    storage = r.integer("openWebuiStorageGiB", 1, 1000, fallback=10)
+    # Cross-check with capacity: the preset's workers must be launchable by their pool.
+    if preset_name:
+        _preset_fits_pool(r, presets[preset_name], capacity)
+    return ServingConfig(
+        preset=preset_name,
+        model_id=model_id,
+        image=image,
+        hf_token=pulumi.Output.secret(token) if token else None,
+        openwebui_enable_signup=signup == "true",
+        openwebui_storage_gib=storage,
+    )
+
+
+def _preset_fits_pool(r: _Reader, preset: serving_presets.Preset, capacity: CapacityConfig) -> None:
+    """The one place the serving preset is checked against the capacity config (pool types and device limits)."""
+    if preset.pool == INF2_POOL:
+        types, limit = capacity.inf2_instance_types, capacity.inf2_neuron_device_limit
+    else:
+        types, limit = capacity.trn1_instance_types, capacity.trn1_neuron_device_limit
+    types_key, limit_key = f"{preset.pool}InstanceTypes", f"{preset.pool}NeuronDeviceLimit"
+    if types and preset.instance_type not in types:
+        r.bad(types_key, list(types), f"a list that includes {preset.instance_type}, the servingPreset's instance type")
+    need = preset.worker_neuron_devices * preset.max_workers
+    if need > limit:
+        r.bad(
+            limit_key,
+            limit,
+            f"at least {need} ({preset.max_workers} worker(s) of {preset.worker_neuron_devices} Neuron devices for "
+            f"servingPreset {preset.name})",
+        )
+
+
 def _ci(r: _Reader) -> CiConfig:
     repository = r.text(
         "githubRepository",
@@ -402,7 +477,8 @@ def _read_all(r: _Reader) -> dict[str, Any]:
         "tags": r.text_map("tags"),
         "network": _network(r),
         "cluster": _cluster(r, environment),
-        "capacity": _capacity(r),
+        "capacity": (capacity := _capacity(r)),
+        "serving": _serving(r, capacity),
         "ci": _ci(r),
     }
 

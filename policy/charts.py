@@ -14,6 +14,7 @@ from typing import Any
 
 from policy.scheduling import DeclaredOverhead, PodTemplate
 from tools.schemas import HELM_VALUES_DIR, chart_values
+from workloads.topology import NEURON_CORE_RESOURCE, NEURON_DEVICE_RESOURCE
 
 # Per-node requests of the DaemonSets of EKS managed add-ons; every one of them tolerates all taints.
 ADDON_DAEMONSETS: tuple[DeclaredOverhead, ...] = (
@@ -71,12 +72,107 @@ def _kuberay(name: str, v: Mapping[str, Any]) -> list[PodTemplate]:
     ]
 
 
+def _neuron_instances_affinity(v: Mapping[str, Any]) -> dict[str, Any]:
+    """The node affinity the chart's templates pin Neuron DaemonSets with (instance type In neuronInstances)."""
+    term = {
+        "matchExpressions": [
+            {
+                "key": "node.kubernetes.io/instance-type",
+                "operator": "In",
+                "values": list(v.get("neuronInstances") or []),
+            }
+        ]
+    }
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
+
+
+def _neuron(name: str, v: Mapping[str, Any]) -> list[PodTemplate]:
+    """neuron-helm-chart: device plugin and node problem detector DaemonSets, scheduler extension, my-scheduler."""
+    pods: list[PodTemplate] = []
+    neuron_resources = (NEURON_DEVICE_RESOURCE, NEURON_CORE_RESOURCE)
+    plugin = v.get("devicePlugin") or {}
+    if plugin.get("enabled"):
+        # values.yaml spells the affinity with placeholders the templates fill in; model what they render
+        spec = _pod({**plugin, "affinity": _neuron_instances_affinity(v)}, plugin.get("resources"))
+        pods.append(
+            PodTemplate(
+                f"HelmRelease {name} device plugin", spec, daemonset=True, declared=True, provides=neuron_resources
+            )
+        )
+    npd = v.get("npd") or {}
+    if npd.get("enabled"):
+        resources = (npd.get("nodeProblemDetector") or {}).get("resources")
+        spec = _pod({**npd, "affinity": _neuron_instances_affinity(v)}, resources)
+        if (npd.get("nodeRecovery") or {}).get("enabled"):
+            spec["containers"].append({"name": "recovery", "resources": npd["nodeRecovery"].get("resources") or {}})
+        pods.append(PodTemplate(f"HelmRelease {name} node problem detector", spec, daemonset=True, declared=True))
+    scheduler = v.get("scheduler") or {}
+    if scheduler.get("enabled"):
+        pods.append(
+            PodTemplate(
+                f"HelmRelease {name} scheduler extension",
+                _pod(scheduler, scheduler.get("resources")),
+                replicas=int(scheduler.get("replicaCount") or 1),
+                declared=True,
+            )
+        )
+        custom = scheduler.get("customScheduler") or {}
+        if custom.get("enabled"):
+            pods.append(
+                PodTemplate(
+                    f"HelmRelease {name} {custom.get('fullnameOverride') or 'custom scheduler'}",
+                    _pod(custom, custom.get("resources")),
+                    replicas=int(custom.get("replicaCount") or 1),
+                    declared=True,
+                )
+            )
+    return pods
+
+
 ADAPTERS: dict[str, Callable[[str, Mapping[str, Any]], list[PodTemplate]]] = {
     "karpenter": _karpenter,
     "kuberay-operator": _kuberay,
+    "neuron-helm-chart": _neuron,
 }
 # Charts that run no pods of their own (CRDs only).
 NO_PODS = {"karpenter-crd"}
+
+
+CLOUDWATCH_ADDON = "amazon-cloudwatch-observability"
+CLOUDWATCH_VALUES = "amazon-cloudwatch-observability-6.4.0.values.yaml"
+
+
+def cloudwatch_pods(configuration: Mapping[str, Any]) -> list[PodTemplate]:
+    """The add-on's pods: its configuration values are the chart's values (vendored 6.4.0), merged like Helm."""
+    v = merge(chart_values(CLOUDWATCH_VALUES), configuration)
+    shared = {"tolerations": v.get("tolerations") or []}
+    logs = v.get("containerLogs") or {}
+    monitor = v.get("neuronMonitor") or {}
+    daemonsets = {
+        "cloudwatch-agent": v.get("agent") or {},
+        "fluent-bit": (logs.get("fluentBit") or {}) if logs.get("enabled") else None,
+        "neuron-monitor": monitor if monitor.get("enabled") else None,
+    }
+    pods = [
+        PodTemplate(
+            f"EksAddon {CLOUDWATCH_ADDON} {name}",
+            _pod({**part, **shared}, part.get("resources")),
+            daemonset=True,
+            declared=True,
+        )
+        for name, part in daemonsets.items()
+        if part is not None
+    ]
+    manager = v.get("manager") or {}
+    pods.append(
+        PodTemplate(
+            f"EksAddon {CLOUDWATCH_ADDON} controller-manager",
+            _pod(manager, manager.get("resources")),
+            replicas=int(v.get("replicaCount") or 1),
+            declared=True,
+        )
+    )
+    return pods
 
 
 def chart_name(chart: str) -> str:
@@ -109,6 +205,11 @@ def chart_pods(resources: Sequence[Mapping[str, Any]]) -> tuple[list[PodTemplate
             continue
         pods += adapter(name, effective_values(release))
     return pods, unknown
+
+
+def addon_pods(resources: Sequence[Mapping[str, Any]]) -> list[PodTemplate]:
+    config = addon_configuration(resources, CLOUDWATCH_ADDON)
+    return cloudwatch_pods(config) if config is not None else []
 
 
 def addon_configuration(resources: Sequence[Mapping[str, Any]], addon: str) -> dict[str, Any] | None:

@@ -43,6 +43,11 @@ VM_MEMORY_OVERHEAD = 0.075
 # kubelet hard eviction threshold for memory.available on EKS AMIs.
 EVICTION_MEMORY_MIB = 100
 NEURON_RESOURCES = (NEURON_DEVICE_RESOURCE, NEURON_CORE_RESOURCE)
+# What KubeRay gives the autoscaler sidecar when autoscalerOptions.resources is unset (ray-operator default).
+KUBERAY_AUTOSCALER_RESOURCES = {
+    "requests": {"cpu": "500m", "memory": "512Mi"},
+    "limits": {"cpu": "500m", "memory": "512Mi"},
+}
 EFFECTS = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
 
 
@@ -188,6 +193,8 @@ class NodeSource:
     taints: list[Taint]
     limits: dict[str, int] = field(default_factory=dict)
     max_nodes: int | None = None
+    # Nodes always present without any autoscaler (a managed node group's minimum size); None for Karpenter pools.
+    fixed_nodes: int | None = None
     problems: list[str] = field(default_factory=list)
 
 
@@ -264,9 +271,14 @@ class Verdict:
 
     def message(self) -> str:
         if self.ok:
-            where = sorted({s for s, _ in self.fits})
-            kind = "runs on" if not self.pod.daemonset else "lands on"
-            return f"{self.pod.name}: ok, {kind} " + (", ".join(where) if where else "no node source (DaemonSet)")
+            by_source: dict[str, list[str]] = {}
+            for src, machine in self.fits:
+                by_source.setdefault(src, []).append(machine)
+            if self.pod.daemonset:
+                where = ", ".join(sorted(by_source)) or "no node source"
+                return f"{self.pod.name}: ok, lands on {where}"
+            where = "; ".join(f"{src} ({', '.join(sorted(ms))})" for src, ms in sorted(by_source.items()))
+            return f"{self.pod.name}: ok, fits {where}"
         parts = list(self.rule_problems)
         if not self.fits and not self.pod.daemonset:
             parts.append(
@@ -381,6 +393,38 @@ def prove(
     return verdicts
 
 
+def packing_problems(
+    verdicts: Sequence[Verdict], sources: Sequence[NodeSource], overhead: Sequence[DeclaredOverhead] = ()
+) -> list[str]:
+    """Pods that can only run on a fixed-size node source must fit there together, replicas included.
+
+    No autoscaler grows the managed node group, so its minimum size is what there is.  Only pods whose every fitting
+    instance is in that source count; the check is on sums (a lower bound on what bin packing needs).
+    """
+    problems = []
+    daemonsets = [v.pod for v in verdicts if v.pod.daemonset]
+    for src in sources:
+        if not src.fixed_nodes or not src.machines:
+            continue
+        pinned = [v for v in verdicts if not v.pod.daemonset and v.fits and {s for s, _ in v.fits} == {src.name}]
+        if not pinned:
+            continue
+        m = max(src.machines, key=lambda x: (x.vcpu, x.memory_mib))
+        alloc = allocatable(m)
+        load = _daemonset_load(m, src, daemonsets, overhead)
+        for resource in ("cpu", "memory", "pods"):
+            free = (alloc.get(resource, 0) - load.get(resource, 0)) * src.fixed_nodes
+            need = sum(v.pod.requests().get(resource, 0) * max(v.pod.replicas, 1) for v in pinned)
+            if need > free:
+                who = ", ".join(f"{v.pod.name} x{max(v.pod.replicas, 1)}" for v in pinned)
+                problems.append(
+                    f"{src.name}: capacity {resource}: pods that only fit there need {show(resource, need)} together "
+                    f"but {src.fixed_nodes} x {m.name} offer {show(resource, max(free, 0))} after kubelet "
+                    f"reservations and DaemonSets ({who}); raise its size or instance type"
+                )
+    return problems
+
+
 def _fit(
     pod: PodTemplate,
     req: Mapping[str, int],
@@ -462,7 +506,11 @@ def pod_templates(resources: Sequence[Mapping[str, Any]]) -> list[PodTemplate]:
     for kind in ("RayService", "RayCluster"):
         for obj in _inputs(resources, kind):
             cluster = obj["spec"].get("rayClusterConfig", obj["spec"]) if kind == "RayService" else obj["spec"]
-            head = cluster["headGroupSpec"]["template"]["spec"]
+            head = dict(cluster["headGroupSpec"]["template"]["spec"])
+            if cluster.get("enableInTreeAutoscaling"):
+                # KubeRay injects the autoscaler as a sidecar of the head pod.
+                sidecar = (cluster.get("autoscalerOptions") or {}).get("resources") or KUBERAY_AUTOSCALER_RESOURCES
+                head["containers"] = [*head.get("containers", []), {"name": "autoscaler", "resources": sidecar}]
             out.append(PodTemplate(f"{kind} {_meta_name(obj)} head", head))
             for group in cluster.get("workerGroupSpecs") or []:
                 out.append(
@@ -557,7 +605,15 @@ def nodegroup_source(ng: Mapping[str, Any], machines: Mapping[str, Machine]) -> 
         for t in ng.get("taints") or []
     ]
     scaling = ng.get("scalingConfig") or {}
-    return NodeSource(f"NodeGroup {name}", known, labels, taints, max_nodes=scaling.get("maxSize"), problems=problems)
+    return NodeSource(
+        f"NodeGroup {name}",
+        known,
+        labels,
+        taints,
+        max_nodes=scaling.get("maxSize"),
+        fixed_nodes=scaling.get("minSize"),
+        problems=problems,
+    )
 
 
 def node_sources(resources: Sequence[Mapping[str, Any]], machines: Mapping[str, Machine]) -> list[NodeSource]:

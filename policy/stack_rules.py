@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from policy import proof
 from policy.quantity import amount
 from workloads.topology import NEURON_DEVICE_RESOURCE, NEURON_TAINT_KEY
 
@@ -82,5 +83,10 @@ STACK_RULES: list[StackRule] = [
         "neuron-cost-guard",
         "Accelerator pools together may launch at most maxNeuronDevices devices",
         neuron_devices_capped,
+    ),
+    StackRule(
+        "scheduling-proof",
+        "Every pod template has a node source, instance type and pool limit that fit it",
+        proof.validate,
     ),
 ]

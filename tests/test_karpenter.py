@@ -87,7 +87,7 @@ def test_controller_waits_for_its_crds_its_pod_identity_and_the_system_nodes(eac
     ctl = release(each_stack, "karpenter")
     direct = set(ctl["dependencies"])
     assert release(each_stack, "karpenter-crd")["urn"] in direct
-    (assoc,) = each_stack.of_type("aws:eks/podIdentityAssociation:PodIdentityAssociation")
+    assoc = each_stack.one("aws:eks/podIdentityAssociation:PodIdentityAssociation", "karpenter-controller")
     assert assoc["urn"] in direct
     (ng,) = each_stack.of_type("aws:eks/nodeGroup:NodeGroup")
     assert ng["urn"] in direct
@@ -145,7 +145,12 @@ def test_destroy_order_check_can_fail(dev: Render) -> None:
 
 
 def test_accelerator_pools_in_the_render_allow_exactly_the_configured_types() -> None:
-    r = rendered("dev", inf2InstanceTypes='["inf2.48xlarge"]', trn1InstanceTypes='["trn1.2xlarge"]')
+    r = rendered(
+        "dev",
+        inf2InstanceTypes='["inf2.48xlarge"]',
+        trn1InstanceTypes='["trn1.2xlarge"]',
+        servingPreset="inf2.48xlarge",
+    )
     pools = {p["inputs"]["metadata"]["name"]: p["inputs"] for p in r.of_type(NODEPOOL)}
     assert nodepools.pool_instance_types(pools["inf2"]) == ["inf2.48xlarge"]
     assert nodepools.pool_instance_types(pools["trn1"]) == ["trn1.2xlarge"]
@@ -182,7 +187,7 @@ def test_node_role_has_the_worker_policies_and_an_ec2_linux_access_entry(dev: Re
 
 
 def test_controller_role_is_bound_by_pod_identity_to_the_charts_service_account(dev: Render) -> None:
-    (assoc,) = dev.of_type("aws:eks/podIdentityAssociation:PodIdentityAssociation")
+    assoc = dev.one("aws:eks/podIdentityAssociation:PodIdentityAssociation", "karpenter-controller")
     values = release(dev, "karpenter")["inputs"]["values"]
     assert assoc["inputs"]["namespace"] == release(dev, "karpenter")["inputs"]["namespace"]
     assert assoc["inputs"]["serviceAccount"] == values["serviceAccount"]["name"]

@@ -108,7 +108,11 @@ def test_node_classes_pin_the_al2023_release_require_imdsv2_and_discover_by_tag(
 
 
 def test_accelerator_pools_allow_exactly_the_configured_types_and_are_tainted() -> None:
-    cfg = capacity(inf2InstanceTypes='["inf2.24xlarge"]', trn1InstanceTypes='["trn1.32xlarge", "trn1.2xlarge"]')
+    cfg = capacity(
+        inf2InstanceTypes='["inf2.24xlarge"]',
+        trn1InstanceTypes='["trn1.32xlarge", "trn1.2xlarge"]',
+        servingPreset="inf2.24xlarge",
+    )
     p = build(cfg)
     assert nodepools.pool_instance_types(p.node_pools[INF2_POOL]) == ["inf2.24xlarge"]
     assert nodepools.pool_instance_types(p.node_pools[TRN1_POOL]) == ["trn1.32xlarge", "trn1.2xlarge"]

@@ -232,3 +232,23 @@ def test_allocatable_follows_the_eks_formula() -> None:
 )
 def test_pod_requests_sum_containers_and_take_the_largest_init_container(spec: dict[str, Any], cpu: int) -> None:
     assert pod_requests(spec)["cpu"] == cpu
+
+
+def test_pods_pinned_to_the_fixed_size_node_group_must_fit_there_together() -> None:
+    from policy.scheduling import packing_problems
+
+    s = edit("head", lambda o: o["spec"].update(replicas=9))
+    pods = pod_templates(s)
+    sources = node_sources(s, MACHINES)
+    found = packing_problems(prove(pods, sources), sources)
+    assert len(found) == 2  # cpu and memory
+    assert found[0].startswith(
+        "NodeGroup system: capacity cpu: pods that only fit there need 9000m together but 2 x m6i.xlarge offer"
+    )
+    assert "Deployment apps/head x9" in found[0]
+    assert (
+        packing_problems(
+            prove(pod_templates(stack()), node_sources(stack(), MACHINES)), node_sources(stack(), MACHINES)
+        )
+        == []
+    )

@@ -13,6 +13,7 @@ The same ``render()`` function is the fixture of the unit tests: one mechanism, 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import hashlib
 import io
@@ -385,7 +386,9 @@ def _clean(value: Any) -> Any:
     if isinstance(value, dict):
         sig = value.get(_SIG)
         if sig == _SECRET_SIG:
-            return SECRET
+            # A secret map (a Secret's data) keeps its keys, so schemas still see its shape; every value is masked.
+            inner = value.get("value")
+            return {k: SECRET for k in inner} if isinstance(inner, dict) else SECRET
         if sig == _RESOURCE_SIG:
             return value.get("urn")
         if sig is not None and "value" in value:
@@ -528,6 +531,10 @@ class Render:
         lines += [f"  {t:<{width}}  {n}" for t, n in sorted(counts.items())]
         lines.append("outputs:")
         lines += [f"  {k}: {json.dumps(v)}" for k, v in sorted(self.outputs.items())]
+        from policy.proof import summary as proof_summary
+
+        lines.append("scheduling proof:")
+        lines += [f"  {line}" for line in proof_summary(self.resources)]
         lines.append(f"rendered in {self.wall_seconds:.2f} s wall")
         return "\n".join(lines)
 
@@ -548,6 +555,14 @@ def _reset_pulumi() -> None:
 
     settings.ROOT.set(None)
     settings.SETTINGS.outputs.clear()
+
+
+def _ensure_event_loop() -> None:
+    """Pulumi's SDK needs a current event loop; ``asyncio.run`` elsewhere in the process leaves none behind."""
+    try:
+        asyncio.get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 def _resolve_outputs(root: Any) -> dict[str, Any]:
@@ -584,6 +599,7 @@ def render(stack: str = "dev", overrides: Mapping[str, str] | None = None, root:
     monitor = _make_monitor(mocks, project, stack)
     mocks.monitor = monitor
     _reset_pulumi()
+    _ensure_event_loop()
     pulumi.runtime.set_all_config(values, secret_keys)
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
 

@@ -22,9 +22,6 @@ def system_placement() -> dict[str, object]:
     return {"nodeSelector": dict(SYSTEM_NODE_SELECTOR), "tolerations": [dict(SYSTEM_TOLERATION)]}
 
 
-# The accelerator instance type the subnets' zones must offer until the capacity config names the pools' types.
-DEFAULT_ACCELERATOR_INSTANCE_TYPE: Final = "inf2.8xlarge"
-
 # Karpenter node pools.  Workloads select them by Karpenter's and Kubernetes' own well-known labels only.
 NODEPOOL_LABEL: Final = "karpenter.sh/nodepool"
 INSTANCE_TYPE_LABEL: Final = "node.kubernetes.io/instance-type"

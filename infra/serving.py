@@ -1,0 +1,347 @@
+"""Serving: the vLLM RayService and what it needs around it.
+
+- namespace ``vllm``; the serve code as a ConfigMap (``workloads.rayservice``); the HF token Secret (only when the
+  ``hfToken`` secret is set); the NetworkPolicies (``workloads.netpol``);
+- the worker service account and its Pod Identity role, which may read and write only the artifact prefix of
+- the compiled-artifact bucket: private, encrypted, TLS-only, owner-enforced, incomplete uploads cleaned up;
+- the ECR repository the serving image is pushed to (scan on push, immutable tags, lifecycle policy);
+- the RayService itself, after the KubeRay operator (its chart installs the CRDs).
+
+The compiled-artifact cache: a worker restores the Neuron compile output for its exact inputs (model, engine shape,
+SDK versions; ``workloads/serve/cache.py``) from ``s3://<bucket>/neuron-artifacts/`` before the engine starts, and
+uploads it after a fresh compile, so a restarted or scaled-out worker loads instead of recompiling.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from infra import iam
+from infra.config import ServingConfig
+from infra.kuberay import NAMESPACE as KUBERAY_NAMESPACE
+from workloads import netpol, presets, rayservice
+
+if TYPE_CHECKING:
+    from infra.cluster import Cluster
+    from infra.kuberay import KubeRay
+
+ARTIFACT_PREFIX: Final = "neuron-artifacts"
+# The AWS Neuron vLLM deep-learning container the serving image is built on: it has no Ray, so a RayService on it
+# never becomes ready.
+NEURON_BASE_REPOSITORY: Final = "public.ecr.aws/neuron/pytorch-inference-vllm-neuronx"
+# Images kept in the repository: every tag is immutable, so old ones only go by this rule.
+KEEP_IMAGES: Final = 20
+UNTAGGED_DAYS: Final = 7
+
+
+def artifact_policy(bucket_arn: str, prefix: str = ARTIFACT_PREFIX) -> dict[str, Any]:
+    """What a worker may do: list its prefix, read and write objects under it; nothing else in the bucket."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ListArtifactPrefix",
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": bucket_arn,
+                "Condition": {"StringLike": {"s3:prefix": [f"{prefix}/*"]}},
+            },
+            {
+                "Sid": "ReadWriteArtifacts",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+                "Resource": f"{bucket_arn}/{prefix}/*",
+            },
+        ],
+    }
+
+
+def tls_only_policy(bucket_arn: str) -> dict[str, Any]:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [bucket_arn, f"{bucket_arn}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }
+
+
+def ecr_lifecycle() -> dict[str, Any]:
+    return {
+        "rules": [
+            {
+                "rulePriority": 1,
+                "description": f"Expire untagged images after {UNTAGGED_DAYS} days",
+                "selection": {
+                    "tagStatus": "untagged",
+                    "countType": "sinceImagePushed",
+                    "countUnit": "days",
+                    "countNumber": UNTAGGED_DAYS,
+                },
+                "action": {"type": "expire"},
+            },
+            {
+                "rulePriority": 2,
+                "description": f"Keep the {KEEP_IMAGES} most recent images",
+                "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": KEEP_IMAGES},
+                "action": {"type": "expire"},
+            },
+        ]
+    }
+
+
+def base_image_warning(image: str) -> str | None:
+    """A warning when ``servingImage`` is still the Neuron base image (the config default), else None."""
+    if not image.startswith(NEURON_BASE_REPOSITORY + ":") and not image.startswith(NEURON_BASE_REPOSITORY + "@"):
+        return None
+    return (
+        f"servingImage is the Neuron base image {image}, which has no ray[serve]: the RayService will not become "
+        "ready. Build workloads/image (image.yml pushes it to imageRepositoryUrl) and set "
+        "eks-neuron-llm:servingImage to it; a RayService past its initializing timeout must be replaced "
+        "(pulumi up --replace <its URN>)."
+    )
+
+
+def port_forward_commands(namespace: str = rayservice.NAMESPACE, name: str = rayservice.NAME) -> dict[str, str]:
+    return {
+        "serve": f"kubectl -n {namespace} port-forward svc/{rayservice.serve_service_name(name)} 8000:8000",
+        "dashboard": (
+            f"kubectl -n {namespace} port-forward svc/{rayservice.head_service_name(name)} "
+            f"{rayservice.DASHBOARD_PORT}:{rayservice.DASHBOARD_PORT}"
+        ),
+    }
+
+
+@dataclass
+class ServingArgs:
+    config: ServingConfig
+    cluster_name: str
+    region: str
+    protect_data: bool  # prod: the artifact bucket outlives the stack
+    cluster: Cluster
+    kuberay: KubeRay
+    # The Karpenter NodePool the workers launch on and the Neuron device plugin release: ordering only (see below).
+    capacity: Sequence[pulumi.Resource] = field(default_factory=list)
+
+
+class Serving(pulumi.ComponentResource):
+    rayservice: k8s.apiextensions.CustomResource
+    artifact_bucket: aws.s3.Bucket
+    repository: aws.ecr.Repository
+    endpoint: pulumi.Output[str]
+    model_id: pulumi.Output[str]
+    image_repository_url: pulumi.Output[str]
+    artifact_bucket_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: ServingArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("eks-neuron-llm:infra:Serving", name, None, opts)
+        cfg = args.config
+        cluster = args.cluster
+        child = pulumi.ResourceOptions(parent=self)
+        on_k8s = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
+        preset = presets.PRESETS[cfg.preset]
+        ns_name = rayservice.NAMESPACE
+        if base_image_warning(cfg.image):
+            pulumi.log.warn(base_image_warning(cfg.image) or "", resource=self)
+
+        # --- AWS: image repository, artifact bucket, worker role -------------------------------------------------
+        self.repository = aws.ecr.Repository(
+            f"{name}-image",
+            name=f"{args.cluster_name.lower()}/serving",  # ECR names are lowercase
+            image_tag_mutability="IMMUTABLE",
+            image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
+            encryption_configurations=[aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")],
+            force_delete=not args.protect_data,
+            opts=child,
+        )
+        aws.ecr.LifecyclePolicy(
+            f"{name}-image", repository=self.repository.name, policy=json.dumps(ecr_lifecycle()), opts=child
+        )
+
+        data = pulumi.ResourceOptions(parent=self, retain_on_delete=args.protect_data)
+        self.artifact_bucket = aws.s3.Bucket(
+            f"{name}-artifacts",
+            bucket_prefix=f"{args.cluster_name.lower()}-artifacts-"[:37],  # S3: lowercase, prefix <= 37
+            force_destroy=not args.protect_data,
+            opts=data,
+        )
+        bucket_id = self.artifact_bucket.id
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-artifacts",
+            bucket=bucket_id,
+            rules=[
+                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                    apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                        sse_algorithm="AES256"
+                    ),
+                    bucket_key_enabled=True,
+                )
+            ],
+            opts=child,
+        )
+        public_block = aws.s3.BucketPublicAccessBlock(
+            f"{name}-artifacts",
+            bucket=bucket_id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
+        aws.s3.BucketOwnershipControls(
+            f"{name}-artifacts",
+            bucket=bucket_id,
+            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
+            opts=child,
+        )
+        aws.s3.BucketPolicy(
+            f"{name}-artifacts",
+            bucket=bucket_id,
+            policy=self.artifact_bucket.arn.apply(lambda arn: iam.to_json(tls_only_policy(arn))),
+            # S3 rejects a bucket policy while the public access block is being changed concurrently.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_block]),
+        )
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-artifacts",
+            bucket=bucket_id,
+            rules=[
+                aws.s3.BucketLifecycleConfigurationRuleArgs(
+                    id="abort-incomplete-uploads",
+                    status="Enabled",
+                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=f"{ARTIFACT_PREFIX}/"),
+                    abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
+                        days_after_initiation=1
+                    ),
+                )
+            ],
+            opts=child,
+        )
+        worker_role = iam.role(
+            f"{name}-worker",
+            trust=iam.POD_IDENTITY_TRUST,
+            inline=self.artifact_bucket.arn.apply(lambda arn: iam.to_json(artifact_policy(arn))),
+            description=f"Ray workers of {args.cluster_name}: compiled-artifact cache in S3 (Pod Identity)",
+            parent=self,
+        )
+
+        # --- Kubernetes: namespace, service account, secrets, code, policies -------------------------------------
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace", metadata=k8s.meta.v1.ObjectMetaArgs(name=ns_name), opts=on_k8s
+        )
+        ns = namespace.metadata.name
+        service_account = k8s.core.v1.ServiceAccount(
+            f"{name}-worker",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=rayservice.WORKER_SERVICE_ACCOUNT, namespace=ns),
+            # No Kubernetes API access needed; Pod Identity mounts its own token.
+            automount_service_account_token=False,
+            opts=on_k8s,
+        )
+        pod_identity = aws.eks.PodIdentityAssociation(
+            f"{name}-worker",
+            cluster_name=cluster.name,
+            namespace=ns,
+            service_account=service_account.metadata.name,
+            role_arn=worker_role.arn,
+            opts=child,
+        )
+        secrets: list[pulumi.Resource] = []
+        hf_secret_name: str | None = None
+        if cfg.hf_token is not None:
+            hf_secret_name = rayservice.HF_TOKEN_SECRET
+            secrets.append(
+                k8s.core.v1.Secret(
+                    f"{name}-hf-token",
+                    metadata=k8s.meta.v1.ObjectMetaArgs(name=hf_secret_name, namespace=ns),
+                    type="Opaque",
+                    string_data={rayservice.HF_TOKEN_KEY: cfg.hf_token},
+                    opts=on_k8s,
+                )
+            )
+        files = rayservice.serve_code_files()
+        code = rayservice.code_configmap(files)
+        code_map = k8s.core.v1.ConfigMap(
+            f"{name}-code",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=code["metadata"]["name"], namespace=ns, labels=code["metadata"]["labels"]
+            ),
+            data=code["data"],
+            opts=on_k8s,
+        )
+        for policy in netpol.serving_policies(operator_namespace=KUBERAY_NAMESPACE):
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-netpol-{policy['metadata']['name']}",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=policy["metadata"]["name"], namespace=ns),
+                spec=policy["spec"],
+                opts=on_k8s,
+            )
+
+        # --- The RayService ----------------------------------------------------------------------------------------
+        def build(bucket: str) -> dict[str, Any]:
+            return rayservice.rayservice(
+                rayservice.RayServiceInputs(
+                    preset=preset,
+                    model_id=cfg.model_id,
+                    image=cfg.image,
+                    region=args.region,
+                    code_sha256=rayservice.code_hash(files),
+                    artifact_cache_uri=f"s3://{bucket}/{ARTIFACT_PREFIX}",
+                    hf_token_secret=hf_secret_name,
+                )
+            )
+
+        manifest = self.artifact_bucket.bucket.apply(build)
+        self.rayservice = k8s.apiextensions.CustomResource(
+            f"{name}-rayservice",
+            api_version=rayservice.API_VERSION,
+            kind="RayService",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=rayservice.NAME,
+                namespace=ns,
+                labels=dict(rayservice.RAY_POD_LABELS),
+                annotations=manifest.apply(lambda m: m["metadata"]["annotations"]),
+            ),
+            spec=manifest.apply(lambda m: m["spec"]),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                provider=cluster.provider,
+                depends_on=[
+                    # The chart installs the RayService CRD and runs the operator that reconciles it.
+                    args.kuberay.release,
+                    # Mounted by name, not referenced: pods would wait on a missing ConfigMap or service account.
+                    code_map,
+                    service_account,
+                    # Pod Identity injects credentials only into pods created after the association exists.
+                    pod_identity,
+                    *secrets,
+                    # Worker nodes come from this NodePool and advertise devices through the Neuron device plugin;
+                    # on destroy, the RayService (and its nodes' pods) go first, while Karpenter can still drain.
+                    *args.capacity,
+                ],
+            ),
+        )
+
+        self.endpoint = pulumi.Output.from_input(rayservice.serve_base_url())
+        self.model_id = pulumi.Output.from_input(cfg.model_id)
+        self.image_repository_url = self.repository.repository_url
+        self.artifact_bucket_name = self.artifact_bucket.bucket
+        self.register_outputs(
+            {
+                "servingEndpoint": self.endpoint,
+                "modelId": self.model_id,
+                "imageRepositoryUrl": self.image_repository_url,
+                "artifactBucketName": self.artifact_bucket_name,
+            }
+        )
