@@ -4,7 +4,7 @@ VENV ?= venv
 PY := $(VENV)/bin/python
 STACK ?= dev
 
-.PHONY: render test lint typecheck unit clean e2e
+.PHONY: render test lint typecheck unit clean e2e bench-local bench-overhead
 
 SCAN_VENV ?= venv-scan
 
@@ -49,6 +49,14 @@ $(E2E_VENV)/.installed: requirements.txt requirements-dev.txt requirements-e2e.t
 
 e2e: $(E2E_VENV)/.installed  ## the end-to-end tier (real Ray Serve + vLLM CPU engine, tiny local model)
 	$(E2E_VENV)/bin/python -m pytest -m e2e tests/e2e
+
+# The cluster's benchmark sweep (workloads/bench) against the e2e tier's CPU server, with its report and plots.
+# Extra flags via BENCH_ARGS, e.g. BENCH_ARGS="--output-tokens 32 --requests-per-concurrency 2".
+bench-local: $(E2E_VENV)/.installed  ## benchmark the serve app locally (CPU, tiny model) into build/bench-local
+	$(E2E_VENV)/bin/python -m tools.bench_local --out build/bench-local $(BENCH_ARGS)
+
+bench-overhead: $(E2E_VENV)/.installed  ## plain vLLM vs the Ray Serve app, same engine and load (prints ratios)
+	$(E2E_VENV)/bin/python -m tools.bench_overhead --out build/bench-overhead
 
 clean:
 	rm -rf build $(VENV)

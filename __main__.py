@@ -3,8 +3,9 @@
 import pulumi
 import pulumi_aws as aws
 
+from infra.bench import Benchmark, BenchmarkArgs
 from infra.ci import CiAccess, CiAccessArgs
-from infra.cluster import DEFAULT_STORAGE_CLASS, Cluster, ClusterArgs
+from infra.cluster import DEFAULT_STORAGE_CLASS, RETAINED_STORAGE_CLASS, Cluster, ClusterArgs
 from infra.config import load
 from infra.karpenter import Karpenter, KarpenterArgs
 from infra.kuberay import KubeRay, KubeRayArgs
@@ -13,6 +14,8 @@ from infra.neuron import Neuron, NeuronArgs
 from infra.observability import Observability, ObservabilityArgs
 from infra.openwebui import OpenWebUI, OpenWebUIArgs, port_forward_command
 from infra.serving import Serving, ServingArgs, port_forward_commands
+from workloads.bench import NAME as BENCH_JOB
+from workloads.bench import NAMESPACE as BENCH_NAMESPACE
 from workloads.presets import PRESETS
 from workloads.topology import DEFAULT_POOL
 
@@ -52,6 +55,8 @@ cluster = Cluster(
         vpc_id=network.vpc_id,
         private_subnet_ids=network.private_subnet_ids,
         public_subnet_ids=network.public_subnet_ids,
+        private_egress=network.private_egress,
+        retained_storage=cfg.is_prod,
     ),
     opts=on_aws,
 )
@@ -103,13 +108,33 @@ ui = OpenWebUI(
     OpenWebUIArgs(
         enable_signup=cfg.serving.openwebui_enable_signup,
         storage_gib=cfg.serving.openwebui_storage_gib,
-        storage_class=DEFAULT_STORAGE_CLASS,
+        # prod: the chat history's volume outlives the stack (Retain); dev: it goes with it.
+        storage_class=RETAINED_STORAGE_CLASS if cfg.is_prod else DEFAULT_STORAGE_CLASS,
         protect_data=cfg.is_prod,
         cluster=cluster,
         capacity=[karpenter.node_pools[DEFAULT_POOL]],
     ),
     opts=on_aws,
 )
+
+# Benchmark: the vllm bench serve sweep against the serve endpoint, as a Job in namespace bench (only when enabled).
+if cfg.benchmark.enabled:
+    benchmark = Benchmark(
+        "benchmark",
+        BenchmarkArgs(
+            config=cfg.benchmark,
+            cluster_name=cfg.cluster.name,
+            model_id=cfg.serving.model_id,
+            hf_token=cfg.serving.hf_token,
+            cluster=cluster,
+            artifact_bucket=serving.artifact_bucket,
+            target=serving.rayservice,
+            capacity=[karpenter.node_pools[DEFAULT_POOL]],
+        ),
+        opts=on_aws,
+    )
+    pulumi.export("benchmarkResultsUri", benchmark.results_uri)
+    pulumi.export("benchmarkLogs", f"kubectl -n {BENCH_NAMESPACE} logs -f job/{BENCH_JOB} --all-containers")
 
 # CI: GitHub OIDC provider and the preview/deploy roles of the workflows, only when a repository is configured.
 if cfg.ci.enabled:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -17,6 +18,7 @@ from workloads.topology import SYSTEM_NODEGROUP, SYSTEM_TAINT
 CONTROL_PLANE_LOGS = ("api", "audit", "authenticator")
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 DEFAULT_STORAGE_CLASS = "gp3"
+RETAINED_STORAGE_CLASS = "gp3-retain"
 
 # Add-ons the nodes need before they can turn Ready (networking, service routing, credentials for pods).
 ADDONS_BEFORE_NODES: dict[str, dict[str, object]] = {
@@ -36,6 +38,11 @@ class ClusterArgs:
     vpc_id: pulumi.Input[str]
     private_subnet_ids: pulumi.Input[list[str]]
     public_subnet_ids: pulumi.Input[list[str]]
+    # The private subnets' NAT routes: nodes need them to join and pull images, and the Karpenter controller (on the
+    # system nodes) needs them on destroy to terminate its instances, so the routes must outlive the node group.
+    private_egress: Sequence[pulumi.Resource] = ()
+    # prod: also a StorageClass whose volumes outlive their claims (RETAINED_STORAGE_CLASS), for data worth keeping.
+    retained_storage: bool = False
 
 
 class Cluster(pulumi.ComponentResource):
@@ -105,7 +112,7 @@ class Cluster(pulumi.ComponentResource):
             self._addon(name, cluster_name, cfg.version, addon, values) for addon, values in ADDONS_BEFORE_NODES.items()
         ]
 
-        node_role = iam.role(
+        node_role, node_policies = iam.role_with_policies(
             f"{name}-system-node",
             trust=iam.EC2_TRUST,
             managed=(
@@ -163,29 +170,33 @@ class Cluster(pulumi.ComponentResource):
             taints=[aws.eks.NodeGroupTaintArgs(**SYSTEM_TAINT)],
             opts=pulumi.ResourceOptions(
                 parent=self,
-                # Nodes only turn Ready once the CNI, kube-proxy and the Pod Identity agent are installed.
-                depends_on=early,
+                # Nodes only turn Ready once the CNI, kube-proxy and the Pod Identity agent are installed, and
+                # reach ECR/STS only through the NAT routes (kept on destroy until these nodes are gone).
+                # Its policies (ECR pull, CNI) are attached before the nodes start and kept until they are gone.
+                depends_on=[*early, *args.private_egress, *node_policies],
                 ignore_changes=["scalingConfig.desiredSize"],
             ),
         )
 
-        ebs_role = iam.role(
+        ebs_role, ebs_policies = iam.role_with_policies(
             f"{name}-ebs-csi",
             trust=iam.POD_IDENTITY_TRUST,
             managed=("service-role/AmazonEBSCSIDriverPolicy",),
             description=f"EBS CSI controller of EKS cluster {cfg.name} (Pod Identity)",
             parent=self,
         )
+        after_nodes: dict[str, aws.eks.Addon] = {}
         for addon in ADDONS_AFTER_NODES:
-            self._addon(
+            after_nodes[addon] = self._addon(
                 name,
                 cluster_name,
                 cfg.version,
                 addon,
                 {},
                 pod_identity=(EBS_CSI_SERVICE_ACCOUNT, ebs_role.arn) if addon == "aws-ebs-csi-driver" else None,
-                # Their pods need nodes; without them EKS leaves the add-on DEGRADED and the update times out.
-                after=[self.system_node_group],
+                # Their pods need nodes; without them EKS leaves the add-on DEGRADED and the update times out.  The
+                # EBS CSI controller keeps its permissions until it is gone: on destroy it still deletes volumes.
+                after=[self.system_node_group, *(ebs_policies if addon == "aws-ebs-csi-driver" else ())],
             )
 
         self.kubeconfig = pulumi.Output.secret(self.control_plane.kubeconfig_json)
@@ -196,19 +207,27 @@ class Cluster(pulumi.ComponentResource):
             delete_unreachable=False,
             opts=child,
         )
-        k8s.storage.v1.StorageClass(
-            f"{name}-{DEFAULT_STORAGE_CLASS}",
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=DEFAULT_STORAGE_CLASS,
-                annotations={"storageclass.kubernetes.io/is-default-class": "true"},
-            ),
-            provisioner="ebs.csi.aws.com",
-            parameters={"type": "gp3", "encrypted": "true", "fsType": "ext4"},
-            reclaim_policy="Delete",
-            volume_binding_mode="WaitForFirstConsumer",
-            allow_volume_expansion=True,
-            opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
-        )
+        # Volumes are provisioned and deleted by the EBS CSI controller: a claim must go (on destroy) while it runs.
+        self.ebs_csi_driver = after_nodes["aws-ebs-csi-driver"]
+        self.storage_classes: dict[str, k8s.storage.v1.StorageClass] = {}
+        classes = [(DEFAULT_STORAGE_CLASS, "Delete", True)]
+        if args.retained_storage:
+            # Data that must survive the stack: the EBS volume stays (released) when its claim or namespace goes.
+            classes.append((RETAINED_STORAGE_CLASS, "Retain", False))
+        for class_name, reclaim, default_class in classes:
+            self.storage_classes[class_name] = k8s.storage.v1.StorageClass(
+                f"{name}-{class_name}",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=class_name,
+                    annotations={"storageclass.kubernetes.io/is-default-class": "true" if default_class else "false"},
+                ),
+                provisioner="ebs.csi.aws.com",
+                parameters={"type": "gp3", "encrypted": "true", "fsType": "ext4"},
+                reclaim_policy=reclaim,
+                volume_binding_mode="WaitForFirstConsumer",
+                allow_volume_expansion=True,
+                opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
+            )
 
         self.name = cluster_name
         self.endpoint = eks_cluster.endpoint

@@ -116,6 +116,14 @@ class CiConfig:
 
 
 @dataclass(frozen=True)
+class BenchmarkConfig:
+    """The benchmark Job (infra/bench.py, workloads/bench): off unless enabled."""
+
+    enabled: bool
+    results_prefix: str  # key prefix in the artifact bucket for the result files, or "" for the Job's log only
+
+
+@dataclass(frozen=True)
 class StackConfig:
     project: str
     stack: str
@@ -126,6 +134,7 @@ class StackConfig:
     cluster: ClusterConfig
     capacity: CapacityConfig
     serving: ServingConfig
+    benchmark: BenchmarkConfig
     ci: CiConfig
 
     @property
@@ -439,6 +448,16 @@ def _preset_fits_pool(r: _Reader, preset: serving_presets.Preset, capacity: Capa
         )
 
 
+def _benchmark(r: _Reader) -> BenchmarkConfig:
+    enabled = r.text("benchmarkEnabled", choices=("true", "false"), fallback="false")
+    prefix = r.text(
+        "benchmarkResultsPrefix",
+        pattern=r"|[a-z0-9][a-z0-9-]{0,62}(?:/[a-z0-9][a-z0-9-]{0,62}){0,3}",
+        allowed="empty (results in the Job's log only) or an S3 key prefix of lowercase words, e.g. benchmarks",
+    )
+    return BenchmarkConfig(enabled=enabled == "true", results_prefix=prefix)
+
+
 def _ci(r: _Reader) -> CiConfig:
     repository = r.text(
         "githubRepository",
@@ -479,6 +498,7 @@ def _read_all(r: _Reader) -> dict[str, Any]:
         "cluster": _cluster(r, environment),
         "capacity": (capacity := _capacity(r)),
         "serving": _serving(r, capacity),
+        "benchmark": _benchmark(r),
         "ci": _ci(r),
     }
 

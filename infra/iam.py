@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import pulumi
 import pulumi_aws as aws
@@ -45,10 +45,36 @@ def role(
     parent: pulumi.Resource,
 ) -> aws.iam.Role:
     """A role with its managed-policy attachments and, optionally, one inline policy (JSON)."""
+    return role_with_policies(
+        name, trust=trust, managed=managed, inline=inline, description=description, parent=parent
+    ).role
+
+
+class RoleWithPolicies(NamedTuple):
+    role: aws.iam.Role
+    # The attachments (and inline policy): depend on these, not only on the role, when the role must carry its
+    # permissions before the user starts and (on destroy) keep them until the user is gone.
+    policies: tuple[pulumi.Resource, ...]
+
+
+def role_with_policies(
+    name: str,
+    *,
+    trust: PolicyDocument,
+    managed: Sequence[str] = (),
+    inline: pulumi.Input[str] | None = None,
+    description: str,
+    parent: pulumi.Resource,
+) -> RoleWithPolicies:
     child = pulumi.ResourceOptions(parent=parent)
     r = aws.iam.Role(name, assume_role_policy=to_json(trust), description=description, opts=child)
+    policies: list[pulumi.Resource] = []
     for policy in managed:
-        aws.iam.RolePolicyAttachment(f"{name}-{policy}", role=r.name, policy_arn=managed_policy_arn(policy), opts=child)
+        policies.append(
+            aws.iam.RolePolicyAttachment(
+                f"{name}-{policy}", role=r.name, policy_arn=managed_policy_arn(policy), opts=child
+            )
+        )
     if inline is not None:
-        aws.iam.RolePolicy(f"{name}-inline", role=r.id, policy=inline, opts=child)
-    return r
+        policies.append(aws.iam.RolePolicy(f"{name}-inline", role=r.id, policy=inline, opts=child))
+    return RoleWithPolicies(r, tuple(policies))

@@ -45,6 +45,9 @@ INTERRUPTION_EVENTS: dict[str, tuple[str, str]] = {
     "capacity-reservation-interruption": ("aws.ec2", "EC2 Capacity Reservation Instance Interruption Warning"),
 }
 QUEUE_RETENTION_SECONDS = 300
+# How long a NodePool/EC2NodeClass delete may wait for its nodes to drain and terminate (pods' grace periods,
+# then EC2 termination); above the Kubernetes provider's 10-minute default.
+NODE_DELETE_TIMEOUT = "30m"
 
 PolicyDocument = dict[str, Any]
 
@@ -385,7 +388,7 @@ class Karpenter(pulumi.ComponentResource):
         partition = aws.get_partition_output(opts=pulumi.InvokeOptions(parent=self))
 
         # Nodes: their role, and the access entry that lets them join the cluster (API authentication mode).
-        self.node_role = iam.role(
+        self.node_role, node_policies = iam.role_with_policies(
             f"{name}-node",
             trust=iam.EC2_TRUST,
             managed=NODE_ROLE_POLICIES,
@@ -547,13 +550,18 @@ class Karpenter(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(
                     parent=self,
                     provider=cluster.provider,
+                    # Its finalizer (karpenter.k8s.aws/termination) holds the delete until every NodeClaim launched
+                    # from it is drained and its instance terminated: longer than the provider's default wait.
+                    custom_timeouts=pulumi.CustomTimeouts(delete=NODE_DELETE_TIMEOUT),
                     depends_on=[
                         self.crd_release,
                         self.controller_release,
                         # Selected by this tag: without it the class never turns Ready.
                         discovery_tag,
-                        # Nodes launched from this class can join only once their role has an access entry.
+                        # Nodes launched from this class can join only once their role has an access entry, and
+                        # pull images only once its policies are attached; both stay until the nodes are gone.
                         access_entry,
+                        *node_policies,
                     ],
                 ),
             )
@@ -572,6 +580,9 @@ class Karpenter(pulumi.ComponentResource):
                     # A pool naming a class that does not exist yet stays NotReady; and on destroy the pool (and its
                     # nodes) must go before the class they were launched from.
                     depends_on=[self.node_classes[class_ref], self.crd_release, self.controller_release],
+                    # Deleted with foreground propagation: the delete waits for the pool's NodeClaims (drain, then
+                    # terminate) that own-reference it.
+                    custom_timeouts=pulumi.CustomTimeouts(delete=NODE_DELETE_TIMEOUT),
                 ),
             )
 

@@ -118,6 +118,7 @@ class Network(pulumi.ComponentResource):
         privates: list[aws.ec2.Subnet] = []
         nats: list[aws.ec2.NatGateway] = []
         private_rts: list[aws.ec2.RouteTable] = []
+        private_routes: list[aws.ec2.RouteTableAssociation] = []
         for plan in plans:
             az = plan.zone.zone_id
             pub = aws.ec2.Subnet(
@@ -165,7 +166,11 @@ class Network(pulumi.ComponentResource):
                 tags={"Name": f"{args.cluster_name}-private-{az}"},
                 opts=child,
             )
-            aws.ec2.RouteTableAssociation(f"{name}-private-{az}", subnet_id=priv.id, route_table_id=rt.id, opts=child)
+            private_routes.append(
+                aws.ec2.RouteTableAssociation(
+                    f"{name}-private-{az}", subnet_id=priv.id, route_table_id=rt.id, opts=child
+                )
+            )
             privates.append(priv)
             private_rts.append(rt)
 
@@ -180,6 +185,9 @@ class Network(pulumi.ComponentResource):
         )
 
         self.vpc_id = vpc.id
+        # A private subnet has egress only once its route table (default route to the NAT gateway) is associated:
+        # nodes wait for these, and on destroy they keep the NAT path until the nodes are gone.
+        self.private_egress: list[pulumi.Resource] = list(private_routes)
         self.private_subnet_ids = pulumi.Output.all(*[s.id for s in privates])
         self.public_subnet_ids = pulumi.Output.all(*[s.id for s in publics])
         self.register_outputs(

@@ -28,6 +28,7 @@ class OpenWebUIArgs:
     storage_gib: int
     storage_class: str
     protect_data: bool  # prod: the data volume's claim is kept when the stack lets go of it
+    # (the volume itself survives only if storage_class reclaims with Retain: RETAINED_STORAGE_CLASS in prod)
     cluster: Cluster
     # The Karpenter NodePool its pod lands on: Pulumi waits for the Deployment to become ready (see below).
     capacity: Sequence[pulumi.Resource] = field(default_factory=list)
@@ -76,7 +77,12 @@ class OpenWebUI(pulumi.ComponentResource):
             ),
             spec=pvc_obj["spec"],
             opts=pulumi.ResourceOptions(
-                parent=self, provider=args.cluster.provider, retain_on_delete=args.protect_data
+                parent=self,
+                provider=args.cluster.provider,
+                retain_on_delete=args.protect_data,
+                # Named, not referenced: the class must exist and the EBS CSI controller run to provision the volume;
+                # on destroy the claim goes first, while the controller can still delete (or release) the volume.
+                depends_on=[args.cluster.storage_classes[args.storage_class], args.cluster.ebs_csi_driver],
             ),
         )
         deployment = objects["deployment"]

@@ -164,13 +164,17 @@ class Serving(pulumi.ComponentResource):
             image_tag_mutability="IMMUTABLE",
             image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
             encryption_configurations=[aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")],
-            force_delete=not args.protect_data,
+            # Images are rebuilt from workloads/image (image.yml) and a new stack gets a new repository URL anyway; a
+            # repository that refused to go while it holds images would stop `pulumi destroy` halfway.
+            force_delete=True,
             opts=child,
         )
         aws.ecr.LifecyclePolicy(
             f"{name}-image", repository=self.repository.name, policy=json.dumps(ecr_lifecycle()), opts=child
         )
 
+        # prod: the bucket and its settings (encryption, public access block, TLS-only policy) outlive the stack; a
+        # kept bucket whose public access block had been deleted would be weaker than the one the stack made.
         data = pulumi.ResourceOptions(parent=self, retain_on_delete=args.protect_data)
         self.artifact_bucket = aws.s3.Bucket(
             f"{name}-artifacts",
@@ -190,7 +194,7 @@ class Serving(pulumi.ComponentResource):
                     bucket_key_enabled=True,
                 )
             ],
-            opts=child,
+            opts=data,
         )
         public_block = aws.s3.BucketPublicAccessBlock(
             f"{name}-artifacts",
@@ -199,20 +203,20 @@ class Serving(pulumi.ComponentResource):
             block_public_policy=True,
             ignore_public_acls=True,
             restrict_public_buckets=True,
-            opts=child,
+            opts=data,
         )
         aws.s3.BucketOwnershipControls(
             f"{name}-artifacts",
             bucket=bucket_id,
             rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
-            opts=child,
+            opts=data,
         )
         aws.s3.BucketPolicy(
             f"{name}-artifacts",
             bucket=bucket_id,
             policy=self.artifact_bucket.arn.apply(lambda arn: iam.to_json(tls_only_policy(arn))),
             # S3 rejects a bucket policy while the public access block is being changed concurrently.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_block]),
+            opts=pulumi.ResourceOptions.merge(data, pulumi.ResourceOptions(depends_on=[public_block])),
         )
         aws.s3.BucketLifecycleConfiguration(
             f"{name}-artifacts",
@@ -227,7 +231,7 @@ class Serving(pulumi.ComponentResource):
                     ),
                 )
             ],
-            opts=child,
+            opts=data,
         )
         worker_role = iam.role(
             f"{name}-worker",

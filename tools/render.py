@@ -433,6 +433,7 @@ def _make_monitor(mocks: _Mocks, project: str, stack: str) -> Any:
                     "deleteBeforeReplace": False,
                     "protect": False,
                     "retainOnDelete": False,
+                    "customTimeouts": {},
                     "createdBy": "remote component",
                 }
             )
@@ -456,6 +457,12 @@ def _make_monitor(mocks: _Mocks, project: str, stack: str) -> Any:
                         "deleteBeforeReplace": bool(request.deleteBeforeReplace),
                         "protect": bool(request.protect) if request.HasField("protect") else False,
                         "retainOnDelete": bool(request.retainOnDelete) if request.HasField("retainOnDelete") else False,
+                        # e.g. {"delete": "30m"}: only the operations given a timeout
+                        "customTimeouts": {
+                            op: getattr(request.customTimeouts, op)
+                            for op in ("create", "update", "delete")
+                            if getattr(request.customTimeouts, op)
+                        },
                     }
                 )
             return response
@@ -535,6 +542,10 @@ class Render:
 
         lines.append("scheduling proof:")
         lines += [f"  {line}" for line in proof_summary(self.resources)]
+        from tools.timeline import summary as timeline_summary
+
+        lines.append("deploy timeline (modeled critical path):")
+        lines += [f"  {line}" for line in timeline_summary(self)]
         lines.append(f"rendered in {self.wall_seconds:.2f} s wall")
         return "\n".join(lines)
 

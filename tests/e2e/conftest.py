@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tools.bench_servers import engine_env, free_port
 from workloads.serve.settings import APP_NAME, ROUTE_PREFIX, ServeSettings
 
 from . import tiny_model
@@ -34,35 +34,11 @@ class Endpoint:
     base_url: str  # http://127.0.0.1:PORT
     model: str
     startup_s: float
+    model_dir: Path  # the tiny model (and its tokenizer), for clients that tokenize locally (tools/bench_local.py)
 
     @property
     def openai_url(self) -> str:
         return f"{self.base_url}/v1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _engine_env(work: Path) -> dict[str, str]:
-    cache = work / "cache"
-    return {
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "VLLM_NO_USAGE_STATS": "1",
-        "DO_NOT_TRACK": "1",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_AUTH_MODE": "disabled",
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "VLLM_CACHE_ROOT": str(cache / "vllm"),
-        "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
-        "XDG_CACHE_HOME": str(cache / "xdg"),
-        "HF_HOME": str(cache / "hf"),
-        # Ray's workers import the deployment class from this repository.
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-    }
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +56,7 @@ def endpoint(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
 
     # Short path: Ray's unix sockets live under the temp dir and have a ~107-character limit.
     work = Path(tempfile.mkdtemp(prefix="e2e-", dir="/tmp"))
-    env = _engine_env(work)
+    env = engine_env(work)
     saved = {k: os.environ.get(k) for k in (*env, "RAY_TMPDIR")}
     os.environ.update(env)
     os.environ["RAY_TMPDIR"] = str(work / "ray")
@@ -97,7 +73,7 @@ def endpoint(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
         dtype="float32",
         enforce_eager=True,
     )
-    port = _free_port()
+    port = free_port()
     started = time.monotonic()
     ray.init(
         num_cpus=2,
@@ -124,7 +100,12 @@ def endpoint(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
             if time.monotonic() > deadline:
                 pytest.fail(f"serve app not RUNNING after {READY_TIMEOUT_S}s: {status}")
             time.sleep(1)
-        yield Endpoint(base_url=f"http://127.0.0.1:{port}", model=SERVED_MODEL, startup_s=time.monotonic() - started)
+        yield Endpoint(
+            base_url=f"http://127.0.0.1:{port}",
+            model=SERVED_MODEL,
+            startup_s=time.monotonic() - started,
+            model_dir=model_dir,
+        )
     finally:
         try:
             serve.shutdown()

@@ -1,0 +1,118 @@
+"""tools/bench_report.py: the tool's result files become a table, a comparison with the seed, and two PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tools import bench_report
+from tools.bench_report import ReportError
+
+
+def result(concurrency: int, *, failed: int = 0, **over: Any) -> dict[str, Any]:
+    """The fields `vllm bench serve --save-result --save-detailed --metric-percentiles 50,95` writes."""
+    n = 8 * concurrency
+    out: dict[str, Any] = {
+        "max_concurrency": concurrency,
+        "completed": n - failed,
+        "failed": failed,
+        "output_throughput": 20.0 * concurrency,
+        "request_throughput": 0.1 * concurrency,
+        "p50_ttft_ms": 100.0 * concurrency,
+        "p95_ttft_ms": 150.0 * concurrency,
+        "mean_ttft_ms": 110.0 * concurrency,
+        "p50_itl_ms": 40.0 + concurrency,
+        "p95_itl_ms": 60.0 + concurrency,
+        "output_lens": [200] * (n - failed) + [0] * failed,
+        "latencies": [10.0] * (n - failed) + [0.0] * failed,
+        "errors": [""] * (n - failed) + ["boom"] * failed,
+    }
+    out.update(over)
+    return out
+
+
+def write(d: Path, *results: dict[str, Any]) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    for r in results:
+        (d / f"c{len(list(d.iterdir()))}.json").write_text(json.dumps(r))
+    return d
+
+
+def test_rows_carry_the_tools_figures_and_per_request_throughput(tmp_path: Path) -> None:
+    rows = bench_report.load_results(write(tmp_path, result(4), result(1), result(2, failed=3)))
+    assert [r.concurrency for r in rows] == [1, 2, 4]
+    two = rows[1]
+    assert (two.requests, two.errors) == (16, 3)
+    assert (two.ttft_p50_ms, two.ttft_p95_ms, two.itl_p50_ms, two.itl_p95_ms) == (200.0, 300.0, 42.0, 62.0)
+    assert two.output_tokens_per_s == 40.0
+    assert two.output_tokens_per_s_per_request == 20.0  # 200 tokens / 10 s, failed requests left out
+    assert two.requests_per_min == pytest.approx(12.0)
+
+
+def test_report_writes_table_comparison_summary_and_pngs(tmp_path: Path) -> None:
+    results = write(tmp_path / "r", result(1), result(2), result(4))
+    text = bench_report.report(results, tmp_path / "out", label="unit")
+    assert "| 2 | 16 | 0 | 200.0 | 300.0 | 42.0 | 62.0 | 40.0 | 20.0 | 12.0 |" in text
+    assert "| 2 | Output tok/s (overall) | 35.8 | 40.0 |" in text
+    assert "| 2 | ITL p50 (ms) | 53.0 | 42.0 |" in text
+    assert "| 2 | TTFT mean (ms) | 1580.0 | 220.0 |" in text
+    assert "Seed source:" in text
+    for png in ("throughput.png", "latency.png"):
+        data = (tmp_path / "out" / png).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+    assert len(json.loads((tmp_path / "out" / "summary.json").read_text())) == 3
+
+
+def test_a_sweep_without_the_seeds_concurrency_says_so(tmp_path: Path) -> None:
+    text = bench_report.report(write(tmp_path / "r", result(1)), tmp_path / "out")
+    assert "| 2 | Output tok/s (overall) | 35.8 | not run |" in text
+
+
+def test_the_seed_file_names_its_source_and_the_published_figures() -> None:
+    seed = bench_report.load_seed()
+    assert "inf2.8xlarge" in seed["source"]
+    (run,) = seed["runs"]
+    assert run == {"concurrency": 2, "output_tokens_per_s": 35.8, "itl_p50_ms": 53.0, "ttft_mean_ms": 1580.0}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"p50_ttft_ms": None}, "c0.json: p50_ttft_ms missing or not a number"),
+        ({"max_concurrency": "one"}, "c0.json: max_concurrency missing or not a number"),
+        (
+            {"output_lens": None},
+            "c0.json: per-request output_lens/latencies missing (run the tool with --save-detailed)",
+        ),
+    ],
+)
+def test_a_result_without_the_sweeps_flags_is_refused(tmp_path: Path, change: dict[str, Any], message: str) -> None:
+    with pytest.raises(ReportError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        bench_report.load_results(write(tmp_path, result(1, **change)))
+
+
+def test_empty_or_duplicate_results_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ReportError, match="no result files"):
+        bench_report.load_results(tmp_path)
+    write(tmp_path, result(2), result(2))
+    with pytest.raises(ReportError, match="more than one result per concurrency"):
+        bench_report.load_results(tmp_path)
+
+
+def test_the_command_line_fails_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_report.main([str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip() == f"bench_report: {tmp_path}: no result files (*.json)"
+
+
+def test_overhead_verdict_holds_the_serve_path_to_its_targets() -> None:
+    from tools.bench_overhead import summarise, verdict
+
+    plain = summarise([{"p50_ttft_ms": 100, "output_throughput": 500, "p50_tpot_ms": 4, "p50_itl_ms": 4}] * 3)
+    fine = verdict(plain, {**plain, "ttft_p50_ms": 109.0, "output_tokens_per_s": 480.0})
+    assert fine["ttft_ok"] and fine["throughput_ok"]
+    slow = verdict(plain, {**plain, "ttft_p50_ms": 111.0, "output_tokens_per_s": 470.0})
+    assert not slow["ttft_ok"] and not slow["throughput_ok"]
+    assert slow["ttft_p50_ratio"] == pytest.approx(1.11) and slow["throughput_ratio"] == pytest.approx(0.94)

