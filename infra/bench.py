@@ -22,6 +22,7 @@ import pulumi_kubernetes as k8s
 
 from infra import iam
 from infra.config import BenchmarkConfig
+from infra.serving import hf_token_secret
 from workloads import bench, rayservice
 
 if TYPE_CHECKING:
@@ -72,15 +73,7 @@ class Benchmark(pulumi.ComponentResource):
         hf_secret_name: str | None = None
         if args.hf_token is not None:
             hf_secret_name = rayservice.HF_TOKEN_SECRET
-            mounted.append(
-                k8s.core.v1.Secret(
-                    f"{name}-hf-token",
-                    metadata=k8s.meta.v1.ObjectMetaArgs(name=hf_secret_name, namespace=ns),
-                    type="Opaque",
-                    string_data={rayservice.HF_TOKEN_KEY: args.hf_token},
-                    opts=on_k8s,
-                )
-            )
+            mounted.append(hf_token_secret(f"{name}-hf-token", ns, args.hf_token, on_k8s))
 
         if cfg.results_prefix:
             prefix = cfg.results_prefix

@@ -125,6 +125,19 @@ def port_forward_commands(namespace: str = rayservice.NAMESPACE, name: str = ray
     }
 
 
+def hf_token_secret(
+    resource_name: str, namespace: pulumi.Input[str], token: pulumi.Input[str], opts: pulumi.ResourceOptions
+) -> k8s.core.v1.Secret:
+    """The Hugging Face token as the Secret the Ray workers (and the benchmark's tokenizer) read it from."""
+    return k8s.core.v1.Secret(
+        resource_name,
+        metadata=k8s.meta.v1.ObjectMetaArgs(name=rayservice.HF_TOKEN_SECRET, namespace=namespace),
+        type="Opaque",
+        string_data={rayservice.HF_TOKEN_KEY: token},
+        opts=opts,
+    )
+
+
 @dataclass
 class ServingArgs:
     config: ServingConfig
@@ -265,15 +278,7 @@ class Serving(pulumi.ComponentResource):
         hf_secret_name: str | None = None
         if cfg.hf_token is not None:
             hf_secret_name = rayservice.HF_TOKEN_SECRET
-            secrets.append(
-                k8s.core.v1.Secret(
-                    f"{name}-hf-token",
-                    metadata=k8s.meta.v1.ObjectMetaArgs(name=hf_secret_name, namespace=ns),
-                    type="Opaque",
-                    string_data={rayservice.HF_TOKEN_KEY: cfg.hf_token},
-                    opts=on_k8s,
-                )
-            )
+            secrets.append(hf_token_secret(f"{name}-hf-token", ns, cfg.hf_token, on_k8s))
         files = rayservice.serve_code_files()
         code = rayservice.code_configmap(files)
         code_map = k8s.core.v1.ConfigMap(
