@@ -4,6 +4,7 @@ the serve code shipped as a ConfigMap."""
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import re
 from pathlib import Path
@@ -23,6 +24,7 @@ from workloads.serve.settings import (
     APP_IMPORT_PATH,
     DEPLOYMENT_NAME,
     NEURON_CORES_RAY_RESOURCE,
+    RAY_SERVE_ENV,
     ROUTE_PREFIX,
     SERVE_PACKAGE,
     SERVE_PORT,
@@ -326,6 +328,23 @@ def test_code_files_exclude_tests_and_caches(tmp_path: Path) -> None:
     (tmp_path / "__init__.py").unlink()
     with pytest.raises(ValueError, match="not a package"):
         rayservice.serve_code_files(tmp_path)
+
+
+def test_every_ray_container_runs_serve_the_way_the_benchmarks_measured(each_stack: Render) -> None:
+    # Ray Serve reads these once per process: the head (controller, HAProxy) and the workers (replicas, HAProxy)
+    # must all start with them, and they are what tools/bench_servers gives the local servers.
+    for group in (head(each_stack), worker(each_stack)):
+        (container,) = group["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert {k: env.get(k) for k in RAY_SERVE_ENV} == dict(RAY_SERVE_ENV)
+    assert RAY_SERVE_ENV["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+
+
+def test_local_servers_default_to_the_cluster_serve_env() -> None:
+    from tools import bench_servers
+
+    default = inspect.signature(bench_servers.serve_app).parameters["serve_env"].default
+    assert default is RAY_SERVE_ENV
 
 
 def test_rayservice_waits_for_the_operator_and_what_its_pods_mount(dev: Render) -> None:

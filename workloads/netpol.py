@@ -1,8 +1,9 @@
 """NetworkPolicies of the serving namespace (enforced by the VPC CNI's network-policy agent).
 
 - Everything in ``vllm`` is closed to ingress by default.
-- Ray pods of the RayService reach each other on any port (GCS, raylets, object manager, workers, Serve proxies):
-  this is also how the head reaches the workers' Serve port.
+- Ray pods of the RayService reach each other on any port (GCS, raylets, object manager, workers, Serve's HAProxy
+  ingress and the replicas' own HTTP ports, 30000-31000, it forwards to): this is also how the head reaches the
+  workers' Serve port.
 - The Serve port (8000) of the workers is open to Open WebUI's pods and to any pod of the ``bench`` namespace.
 - The head's dashboard port (8265) is open only to the KubeRay operator, which deploys serveConfigV2 and reads the
   applications' status through it.  People reach the dashboard with ``kubectl port-forward``, which enters the pod

@@ -31,6 +31,7 @@ from workloads.serve.settings import (
     APP_NAME,
     DEPLOYMENT_NAME,
     NEURON_CORES_RAY_RESOURCE,
+    RAY_SERVE_ENV,
     ROUTE_PREFIX,
     SERVE_PACKAGE,
     SERVE_PORT,
@@ -222,6 +223,7 @@ def _common_env(inputs: RayServiceInputs) -> list[dict[str, Any]]:
         {"name": "PYTHONPATH", "value": APP_ROOT},
         {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},  # the code mount is read-only
         {"name": "AWS_REGION", "value": inputs.region},
+        *({"name": k, "value": v} for k, v in RAY_SERVE_ENV.items()),
     ]
 
 

