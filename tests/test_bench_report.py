@@ -116,3 +116,48 @@ def test_overhead_verdict_holds_the_serve_path_to_its_targets() -> None:
     slow = verdict(plain, {**plain, "ttft_p50_ms": 111.0, "output_tokens_per_s": 470.0})
     assert not slow["ttft_ok"] and not slow["throughput_ok"]
     assert slow["ttft_p50_ratio"] == pytest.approx(1.11) and slow["throughput_ratio"] == pytest.approx(0.94)
+
+
+def _round(ttft: float, tput: float, tpot: float = 2.0) -> dict[str, float]:
+    return {"p50_ttft_ms": ttft, "output_throughput": tput, "p50_tpot_ms": tpot, "p50_itl_ms": tpot}
+
+
+def test_overhead_best_rounds_take_each_figure_at_its_best_and_medians_the_middle() -> None:
+    from tools.bench_overhead import summarise
+
+    rounds = [_round(15, 1700, 2.1), _round(630, 800, 0.0), _round(40, 1600, 1.9)]
+    assert summarise(rounds, "best") == {
+        "ttft_p50_ms": 15,
+        "output_tokens_per_s": 1700,
+        "tpot_p50_ms": 1.9,
+        "itl_p50_ms": 1.9,
+        "rounds": 3.0,
+    }
+    median = summarise(rounds)
+    assert (median["ttft_p50_ms"], median["output_tokens_per_s"]) == (40, 1600)
+
+
+def test_overhead_rounds_alternate_abba_and_ratios_pair_rounds() -> None:
+    from tools.bench_overhead import order, per_round_ratios
+
+    assert [order(i) for i in range(4)] == [
+        ("plain", "serve"),
+        ("serve", "plain"),
+        ("plain", "serve"),
+        ("serve", "plain"),
+    ]
+    ratios = per_round_ratios(
+        {"plain": [_round(10, 1000), _round(20, 500)], "serve": [_round(11, 950), _round(10, 600)]}
+    )
+    assert ratios["ttft_p50"] == pytest.approx([1.1, 0.5])
+    assert ratios["throughput"] == pytest.approx([0.95, 1.2])
+
+
+def test_overhead_serve_env_starts_from_the_cluster_and_rejects_other_variables() -> None:
+    from tools.bench_overhead import serve_env
+    from workloads.serve.settings import RAY_SERVE_ENV
+
+    assert serve_env([]) == dict(RAY_SERVE_ENV)
+    assert serve_env(["RAY_SERVE_ENABLE_HA_PROXY=0"])["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
+    with pytest.raises(SystemExit, match="--serve-env 'OMP_NUM_THREADS=1' is not allowed"):
+        serve_env(["OMP_NUM_THREADS=1"])
