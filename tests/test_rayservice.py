@@ -347,6 +347,23 @@ def test_local_servers_default_to_the_cluster_serve_env() -> None:
     assert default is RAY_SERVE_ENV
 
 
+def test_local_servers_refuse_a_driver_whose_serve_flags_were_read_with_other_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+    import types
+
+    from tools import bench_servers
+
+    stale = types.ModuleType("ray.serve._private.constants")
+    stale.RAY_SERVE_ENABLE_HA_PROXY = False  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ray.serve._private.constants", stale)
+    with pytest.raises(RuntimeError, match="imported before RAY_SERVE_ENABLE_HA_PROXY=1 was set"):
+        bench_servers._check_serve_constants(RAY_SERVE_ENV)
+    stale.RAY_SERVE_ENABLE_HA_PROXY = True  # type: ignore[attr-defined]
+    bench_servers._check_serve_constants(RAY_SERVE_ENV)  # read with the same values: fine
+
+
 def test_rayservice_waits_for_the_operator_and_what_its_pods_mount(dev: Render) -> None:
     deps = set(rs(dev)["dependencies"])
     operator = next(r for r in dev.helm_releases() if r["name"] == "kuberay-operator")
