@@ -77,24 +77,16 @@ class Benchmark(pulumi.ComponentResource):
 
         if cfg.results_prefix:
             prefix = cfg.results_prefix
-            role = iam.role(
+            results = iam.pod_identity_role(
                 f"{name}-results",
-                trust=iam.POD_IDENTITY_TRUST,
+                cluster_name=args.cluster.name,
+                namespace=ns,
+                service_account=service_account.metadata.name,
                 inline=args.artifact_bucket.arn.apply(lambda arn: iam.to_json(bench.results_policy(arn, prefix))),
                 description=f"Benchmark Job of {args.cluster_name}: writes result files under one S3 prefix",
                 parent=self,
             )
-            # Pod Identity injects credentials only into pods created after the association exists.
-            mounted.append(
-                aws.eks.PodIdentityAssociation(
-                    f"{name}-results",
-                    cluster_name=args.cluster.name,
-                    namespace=ns,
-                    service_account=service_account.metadata.name,
-                    role_arn=role.arn,
-                    opts=pulumi.ResourceOptions(parent=self),
-                )
-            )
+            mounted.extend(results.ready)
             self.results_uri = args.artifact_bucket.bucket.apply(lambda b: f"s3://{b}/{prefix}")
         else:
             self.results_uri = pulumi.Output.from_input("")

@@ -78,3 +78,37 @@ def role_with_policies(
     if inline is not None:
         policies.append(aws.iam.RolePolicy(f"{name}-inline", role=r.id, policy=inline, opts=child))
     return RoleWithPolicies(r, tuple(policies))
+
+
+class PodIdentityRole(NamedTuple):
+    role: aws.iam.Role
+    association: aws.eks.PodIdentityAssociation
+    # What a pod of the service account must be created after: the association (Pod Identity injects credentials
+    # only into pods created after it exists) and the role's policies (its first AWS call needs them; on destroy
+    # they stay until the pod is gone).
+    ready: tuple[pulumi.Resource, ...]
+
+
+def pod_identity_role(
+    name: str,
+    *,
+    cluster_name: pulumi.Input[str],
+    namespace: pulumi.Input[str],
+    service_account: pulumi.Input[str],
+    inline: pulumi.Input[str] | None = None,
+    description: str,
+    parent: pulumi.Resource,
+) -> PodIdentityRole:
+    """A role a Kubernetes service account assumes through EKS Pod Identity, with its association."""
+    r, policies = role_with_policies(
+        name, trust=POD_IDENTITY_TRUST, inline=inline, description=description, parent=parent
+    )
+    association = aws.eks.PodIdentityAssociation(
+        name,
+        cluster_name=cluster_name,
+        namespace=namespace,
+        service_account=service_account,
+        role_arn=r.arn,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    return PodIdentityRole(r, association, (association, *policies))

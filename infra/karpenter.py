@@ -442,9 +442,11 @@ class Karpenter(pulumi.ComponentResource):
             )
 
         # The controller: role bound to its service account through Pod Identity.
-        controller_role = iam.role(
+        controller_role, self.pod_identity, _ = iam.pod_identity_role(
             f"{name}-controller",
-            trust=iam.POD_IDENTITY_TRUST,
+            cluster_name=cluster.name,
+            namespace=NAMESPACE,
+            service_account=SERVICE_ACCOUNT,
             description=f"Karpenter controller of EKS cluster {cluster_name} (Pod Identity)",
             parent=self,
         )
@@ -466,14 +468,6 @@ class Karpenter(pulumi.ComponentResource):
                     f"{name}-controller-{purpose}", role=controller_role.name, policy_arn=policy.arn, opts=child
                 )
             )
-        self.pod_identity = aws.eks.PodIdentityAssociation(
-            f"{name}-controller",
-            cluster_name=cluster.name,
-            namespace=NAMESPACE,
-            service_account=SERVICE_ACCOUNT,
-            role_arn=controller_role.arn,
-            opts=child,
-        )
 
         # Charts: CRDs in their own release so `helm upgrade` upgrades them (Helm never upgrades a chart's crds/).
         self.crd_release = k8s.helm.v3.Release(

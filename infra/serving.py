@@ -246,13 +246,6 @@ class Serving(pulumi.ComponentResource):
             ],
             opts=data,
         )
-        worker_role = iam.role(
-            f"{name}-worker",
-            trust=iam.POD_IDENTITY_TRUST,
-            inline=self.artifact_bucket.arn.apply(lambda arn: iam.to_json(artifact_policy(arn))),
-            description=f"Ray workers of {args.cluster_name}: compiled-artifact cache in S3 (Pod Identity)",
-            parent=self,
-        )
 
         # --- Kubernetes: namespace, service account, secrets, code, policies -------------------------------------
         namespace = k8s.core.v1.Namespace(
@@ -266,13 +259,14 @@ class Serving(pulumi.ComponentResource):
             automount_service_account_token=False,
             opts=on_k8s,
         )
-        pod_identity = aws.eks.PodIdentityAssociation(
+        worker_identity = iam.pod_identity_role(
             f"{name}-worker",
             cluster_name=cluster.name,
             namespace=ns,
             service_account=service_account.metadata.name,
-            role_arn=worker_role.arn,
-            opts=child,
+            inline=self.artifact_bucket.arn.apply(lambda arn: iam.to_json(artifact_policy(arn))),
+            description=f"Ray workers of {args.cluster_name}: compiled-artifact cache in S3 (Pod Identity)",
+            parent=self,
         )
         secrets: list[pulumi.Resource] = []
         hf_secret_name: str | None = None
@@ -332,8 +326,8 @@ class Serving(pulumi.ComponentResource):
                     # Mounted by name, not referenced: pods would wait on a missing ConfigMap or service account.
                     code_map,
                     service_account,
-                    # Pod Identity injects credentials only into pods created after the association exists.
-                    pod_identity,
+                    # Credentials (Pod Identity) and the permissions behind them, before the workers start.
+                    *worker_identity.ready,
                     *secrets,
                     # Worker nodes come from this NodePool and advertise devices through the Neuron device plugin;
                     # on destroy, the RayService (and its nodes' pods) go first, while Karpenter can still drain.

@@ -139,6 +139,9 @@ def test_the_results_role_may_only_write_under_its_prefix(dev: Render) -> None:
     (statement,) = doc["Statement"]
     assert statement["Action"] == "s3:PutObject"
     assert statement["Resource"].endswith("/benchmarks/*") and statement["Resource"].startswith("arn:aws:s3:::")
+    # The Job's pod is created after both: credentials are injected at pod creation, the upload needs the policy.
+    job_deps = set(dev.one("kubernetes:batch/v1:Job", "benchmark-job")["dependencies"])
+    assert {assoc["urn"], policy["urn"]} <= job_deps
 
 
 def test_without_a_prefix_the_results_stay_in_the_log_and_no_role_exists() -> None:

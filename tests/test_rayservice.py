@@ -372,6 +372,8 @@ def test_rayservice_waits_for_the_operator_and_what_its_pods_mount(dev: Render) 
         ("kubernetes:core/v1:ConfigMap", "serving-code"),
         ("kubernetes:core/v1:ServiceAccount", "serving-worker"),
         ("aws:eks/podIdentityAssociation:PodIdentityAssociation", "serving-worker"),
+        # The artifact-cache permissions behind those credentials: a replica's first restore needs them.
+        ("aws:iam/rolePolicy:RolePolicy", "serving-worker-inline"),
         ("kubernetes:karpenter.sh/v1:NodePool", "karpenter-nodepool-inf2"),
     ]:
         assert dev.one(typ, name)["urn"] in deps, name
