@@ -142,11 +142,11 @@ def serve_app(settings: ServeSettings, work: Path, serve_env: Mapping[str, str] 
     ``serve_env`` is how Ray Serve carries requests: by default the cluster's (``RAY_SERVE_ENV``, HAProxy ingress).
     It is in the environment before Ray starts, so every Ray process (controller, proxy, replica) reads it.
     """
+    _check_serve_constants(serve_env)  # before the environment changes: a refusal leaves it as it was
     env = {**engine_env(work), **serve_env}
     saved = {k: os.environ.get(k) for k in (*env, "RAY_TMPDIR")}
     os.environ.update(env)
     os.environ["RAY_TMPDIR"] = str(work / "ray")
-    _check_serve_constants(serve_env)
 
     import ray
     from ray import serve
