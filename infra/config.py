@@ -33,8 +33,12 @@ PROJECT = "eks-neuron-llm"
 ACCELERATOR_REGIONS: tuple[str, ...] = ("us-east-1", "us-east-2", "us-west-2")
 
 # EKS Kubernetes versions in standard support that this stack is tested against (kubernetes-validate schemas and
-# the Karpenter/KubeRay/Neuron versions pinned here).  The first entry is the oldest allowed.
-EKS_VERSIONS: tuple[str, ...] = ("1.34", "1.35", "1.36")
+# the Karpenter/KubeRay/Neuron versions pinned here).  The first entry is the oldest allowed.  1.34 was dropped when it
+# left standard support (2026-12-02): a cluster in extended support costs six times as much per hour, and the stack
+# pins nothing that needs it; a stack still on 1.34 gets a one-line refusal and upgrades to 1.35 (docs/versions.md).
+EKS_VERSIONS: tuple[str, ...] = ("1.35", "1.36")
+# The clusterVersion default of Pulumi.yaml (tests/test_config.py keeps the two equal).
+DEFAULT_EKS_VERSION = "1.35"
 
 Environment = Literal["dev", "prod"]
 NatMode = Literal["single", "perAz"]
@@ -153,6 +157,9 @@ class _Reader:
         self.raw = raw
         self.problems: list[str] = []
         self.read: set[str] = set()
+        # The value each key falls back to when it is missing or bad (so later cross-checks still run); the test
+        # suite holds every non-empty one equal to the key's Pulumi.yaml default.
+        self.fallbacks: dict[str, object] = {}
 
     def _full(self, key: str) -> str:
         return key if ":" in key else f"{PROJECT}:{key}"
@@ -177,6 +184,7 @@ class _Reader:
         allowed: str = "",
         fallback: str = "",
     ) -> str:
+        self.fallbacks[self._full(key)] = fallback
         value = self._get(key)
         if value is None:
             return fallback
@@ -189,6 +197,7 @@ class _Reader:
         return value
 
     def integer(self, key: str, lo: int, hi: int, *, allowed: str = "", fallback: int = 0) -> int:
+        self.fallbacks[self._full(key)] = fallback
         value = self._get(key)
         if value is None:
             return fallback
@@ -280,7 +289,7 @@ def _cluster(r: _Reader, environment: str) -> ClusterConfig:
         pattern=r"[a-zA-Z][a-zA-Z0-9-]{0,37}",
         allowed="1-38 letters, digits or hyphens, starting with a letter (IAM role names are derived from it)",
     )
-    version = r.text("clusterVersion", choices=EKS_VERSIONS, fallback=EKS_VERSIONS[-1])
+    version = r.text("clusterVersion", choices=EKS_VERSIONS, fallback=DEFAULT_EKS_VERSION)
     cidrs = r.text_list("publicAccessCidrs", _cidr_ok, "an IPv4 CIDR such as 203.0.113.0/24")
     if environment == "prod" and not cidrs:
         r.bad("publicAccessCidrs", [], "at least one narrowed CIDR in prod")
