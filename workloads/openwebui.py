@@ -16,8 +16,10 @@ from workloads.topology import DEFAULT_POOL, NODEPOOL_LABEL
 
 NAMESPACE: Final = "open-webui"
 NAME: Final = "open-webui"
-# Open WebUI release v0.11.0 (the appVersion of the open-webui Helm chart 16.0.0, schemas/helm-values).
-IMAGE: Final = "ghcr.io/open-webui/open-webui:v0.11.0"
+# Open WebUI v0.12.4, the newest release on PyPI on 2026-12-01 (open-webui 0.12.4); its release workflow tags the image
+# with the release's git tag.  Every variable environment() sets was checked against that release's own code
+# (open_webui/env.py and config.py of the 0.12.4 wheel); docs/versions.md says how, and what reads the others.
+IMAGE: Final = "ghcr.io/open-webui/open-webui:v0.12.4"
 PORT: Final = 8080
 SERVICE_PORT: Final = 80
 DATA_DIR: Final = "/app/backend/data"
@@ -95,7 +97,8 @@ def pod_spec(inputs: OpenWebUIInputs) -> dict[str, Any]:
                 # The first start downloads the RAG embedding model into the data volume: allow 10 minutes.
                 "startupProbe": _probe("/health", period=10, failures=60),
                 "livenessProbe": _probe("/health", period=20, failures=3),
-                "readinessProbe": _probe("/health/db", period=10, failures=3),
+                # /ready: start-up finished and the database answers (/health only says the process is up).
+                "readinessProbe": _probe("/ready", period=10, failures=3),
                 "volumeMounts": [
                     {"name": "data", "mountPath": DATA_DIR},
                     {"name": "tmp", "mountPath": "/tmp"},
