@@ -65,7 +65,12 @@ cluster = Cluster(
 karpenter = Karpenter(
     "karpenter",
     KarpenterArgs(
-        config=cfg.capacity, cluster_name=cfg.cluster.name, region=cfg.region, cluster=cluster, tags=cfg.tags
+        config=cfg.capacity,
+        cluster_name=cfg.cluster.name,
+        cluster_version=cfg.cluster.version,
+        region=cfg.region,
+        cluster=cluster,
+        tags=cfg.tags,
     ),
     opts=on_aws,
 )

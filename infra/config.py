@@ -78,7 +78,7 @@ CapacityType = Literal["on-demand", "spot"]
 class CapacityConfig:
     """Karpenter node classes and pools: the AMI, the disks, the instance types, limits and disruption settings."""
 
-    ami_alias: str  # al2023@vYYYYMMDD: the AL2023 release; Karpenter picks the Neuron variant for inf/trn itself
+    ami_version: str  # vYYYYMMDD: the AL2023 release (infra/ami.py checks it is published before deploy)
     default_disk_gib: int
     neuron_disk_gib: int
     default_pool_cpu_limit: int
@@ -346,8 +346,8 @@ def _capacity(r: _Reader) -> CapacityConfig:
     ami = r.text(
         "nodeAmiVersion",
         pattern=r"v20[0-9]{6}",
-        allowed="a pinned EKS AL2023 AMI release such as v20260930 (awslabs/amazon-eks-ami releases); not latest",
-        fallback="v20260930",
+        allowed="a pinned EKS AL2023 AMI release such as v20260714 (awslabs/amazon-eks-ami releases); not latest",
+        fallback="v20260714",
     )
     default_disk = r.integer("defaultNodeDiskGiB", 20, 16384, fallback=100)
     neuron_disk = r.integer(
@@ -381,7 +381,7 @@ def _capacity(r: _Reader) -> CapacityConfig:
         "nodeExpireAfter", pattern=rf"{_DURATION}|Never", allowed="a duration such as 720h, or Never", fallback="720h"
     )
     return CapacityConfig(
-        ami_alias=f"al2023@{ami}",
+        ami_version=ami,
         default_disk_gib=default_disk,
         neuron_disk_gib=neuron_disk,
         default_pool_cpu_limit=default_cpu,

@@ -169,6 +169,7 @@ class _Mocks(Mocks):
     def __init__(self, region: str) -> None:
         self.region = region
         self.monitor: Any = None
+        self.invokes: list[dict[str, Any]] = []  # every invoke: its token, arguments and provider reference
 
     # pulumi.runtime.Mocks interface --------------------------------------------------------------------------
     def new_resource(self, args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
@@ -252,6 +253,7 @@ class _Mocks(Mocks):
         return rid, state
 
     def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        self.invokes.append({"token": args.token, "args": dict(args.args), "provider": args.provider or None})
         return self._call(args), []
 
     def _call(self, args: MockCallArgs) -> dict[str, Any]:
@@ -296,6 +298,22 @@ class _Mocks(Mocks):
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
         if tok == "aws:index/getRegion:getRegion":
             return {"region": region, "name": region, "id": region, "endpoint": f"ec2.{region}.amazonaws.com"}
+        if tok == "aws:ssm/getParametersByPath:getParametersByPath":
+            # AWS's public EKS AMI parameters, from the recorded release notes (tools/eks_ami_releases.yaml).
+            from tools.eks_ami import parameter_names
+
+            names = parameter_names(a["path"], recursive=bool(a.get("recursive")))
+            return {
+                "id": a["path"],
+                "path": a["path"],
+                "recursive": bool(a.get("recursive")),
+                "withDecryption": bool(a.get("withDecryption")),
+                "region": region,
+                "names": names,
+                "arns": [f"arn:aws:ssm:{region}::parameter{n}" for n in names],
+                "types": ["String"] * len(names),
+                "values": [f"ami-{_hex(n)}" for n in names],
+            }
         raise NotImplementedError(f"offline render has no mock for invoke {tok}; add one in tools/render.py")
 
     # remote component outputs -------------------------------------------------------------------------------
@@ -483,6 +501,7 @@ class Render:
     outputs: dict[str, Any]
     wall_seconds: float
     log: str = ""
+    invokes: list[dict[str, Any]] = field(default_factory=list)
     _by_urn: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -627,7 +646,7 @@ def render(stack: str = "dev", overrides: Mapping[str, str] | None = None, root:
     finally:
         os.chdir(cwd)
         sys.path[:] = path
-    return Render(stack, values, monitor.records, outputs, time.perf_counter() - start, log.getvalue())
+    return Render(stack, values, monitor.records, outputs, time.perf_counter() - start, log.getvalue(), mocks.invokes)
 
 
 def _manifest_filename(obj: Mapping[str, Any]) -> str:
