@@ -5,6 +5,7 @@ violations fail with the CRD's own message."""
 from __future__ import annotations
 
 import copy
+import json
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -12,8 +13,9 @@ from typing import Any
 import celpy.celtypes as ct
 import pytest
 
+from infra.config import KARPENTER_RESERVED_TAG_KEYS, KARPENTER_RESERVED_TAG_PREFIX
 from tools import cel
-from tools.render import Render
+from tools.render import Render, RenderConfigError
 from tools.schemas import crd_schemas, is_custom_resource
 from workloads.presets import PRESETS
 
@@ -275,3 +277,33 @@ def test_kubernetes_string_extensions_behave_like_kubernetes() -> None:
     find = cel.k8s_find
     assert find(ct.StringType("karpenter.sh/team"), ct.StringType("^([^/]+)")) == "karpenter.sh"
     assert find(ct.StringType("abc"), ct.StringType("[0-9]+")) == ""
+
+
+# --- the defect this check found: stack tags that Karpenter's EC2NodeClass refuses -------------------------------
+
+
+def _reserved_examples() -> list[str]:
+    return [*KARPENTER_RESERVED_TAG_KEYS, f"{KARPENTER_RESERVED_TAG_PREFIX}/eks-neuron-llm-dev"]
+
+
+def test_the_config_reserves_exactly_the_tag_keys_the_node_class_rules_refuse(dev: Render) -> None:
+    tag_rules = {r.message for r in cel.rules("karpenter.k8s.aws/v1", "EC2NodeClass") if r.where == "spec.tags"}
+    hit: set[str] = set()
+    for key in [*_reserved_examples(), ""]:
+        obj = _named(dev, "EC2NodeClass default")
+        obj["spec"]["tags"] = {key: "x"}
+        (problem,) = cel.cel_problems(obj)
+        hit.add(problem.split("spec.tags: ", 1)[1])
+    assert hit == tag_rules  # every rule on spec.tags is covered by a reserved key (or the empty key)
+
+
+@pytest.mark.parametrize("key", _reserved_examples())
+def test_a_tag_key_karpenter_reserves_stops_the_render_in_one_line(key: str) -> None:
+    try:
+        r = rendered("dev", tags=json.dumps({key: "x"}))
+    except RenderConfigError as exc:
+        (line,) = exc.lines
+        assert line.startswith(f"eks-neuron-llm:tags: {key!r} is not allowed; allowed: tag keys Karpenter")
+        return
+    problems = cel.check_all(custom_resources(r)).problems
+    pytest.fail("the config accepted it, and the API server would refuse the node classes:\n" + "\n".join(problems))
