@@ -40,6 +40,18 @@ EKS_VERSIONS: tuple[str, ...] = ("1.35", "1.36")
 # The clusterVersion default of Pulumi.yaml (tests/test_config.py keeps the two equal).
 DEFAULT_EKS_VERSION = "1.35"
 
+# Tag keys Karpenter 1.14.1's EC2NodeClass refuses in spec.tags (CEL rules of its CRD; Karpenter sets them itself on
+# what it launches). The stack's tags go to both node classes, so such a key would fail `pulumi up` at the node class.
+# tests/test_cel.py keeps this list equal to the vendored CRD's rules.
+KARPENTER_RESERVED_TAG_KEYS = (
+    "eks:eks-cluster-name",
+    "karpenter.sh/nodepool",
+    "karpenter.sh/nodeclaim",
+    "karpenter.k8s.aws/ec2nodeclass",
+)
+KARPENTER_RESERVED_TAG_PREFIX = "kubernetes.io/cluster"
+
+
 Environment = Literal["dev", "prod"]
 NatMode = Literal["single", "perAz"]
 
@@ -243,6 +255,9 @@ class _Reader:
                 self.bad(key, {k: v}, "string values (AWS tag values)")
             elif not re.fullmatch(r"[\w .:/=+\-@]{1,128}", k) or k.lower().startswith("aws:"):
                 self.bad(key, k, "tag keys of 1-128 letters, digits, spaces or _.:/=+-@, not starting with aws:")
+            elif k in KARPENTER_RESERVED_TAG_KEYS or k.startswith(KARPENTER_RESERVED_TAG_PREFIX):
+                reserved = ", ".join([f"{KARPENTER_RESERVED_TAG_PREFIX}*", *KARPENTER_RESERVED_TAG_KEYS])
+                self.bad(key, k, f"tag keys Karpenter's EC2NodeClass accepts, so not {reserved}")
             else:
                 out[k] = str(v)
         return out
@@ -373,8 +388,8 @@ def _capacity(r: _Reader) -> CapacityConfig:
     )
     budget = r.text(
         "acceleratorDisruptionBudget",
-        pattern=r"[0-9]+%?",
-        allowed="a node count such as 1, or a percentage such as 10%; 0 blocks voluntary disruption",
+        pattern=r"[0-9]+|(100|[0-9]{1,2})%",  # the NodePool CRD's budgets[].nodes pattern
+        allowed="a node count such as 1, or a percentage from 0% to 100%; 0 blocks voluntary disruption",
         fallback="1",
     )
     expire_after = r.text(

@@ -26,6 +26,15 @@ def rendered(stack: str = "dev", **overrides: str) -> Render:
     return _render(stack, json.dumps(full, sort_keys=True))
 
 
+def preset_overrides(preset: str) -> dict[str, str]:
+    """Config overrides that render ``preset`` (a key of workloads.presets.PRESETS) on the dev stack: trn1.32xlarge
+    needs 16 Neuron devices, more than dev's trn1 pool limit."""
+    overrides = {"servingPreset": preset}
+    if preset == "trn1.32xlarge":
+        overrides["trn1NeuronDeviceLimit"] = "16"
+    return overrides
+
+
 @pytest.fixture(scope="session")
 def dev() -> Render:
     return rendered("dev")

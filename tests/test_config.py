@@ -105,6 +105,12 @@ BAD = [
     ({"tags": '{"aws:owner": "x"}'}, "eks-neuron-llm:tags: 'aws:owner' is not allowed; allowed: tag keys"),
     ({"tags": '["a"]'}, 'eks-neuron-llm:tags: ["a"] is not allowed; allowed: a map'),
     (
+        # the NodePool CRD's budgets[].nodes pattern allows at most 100%
+        {"acceleratorDisruptionBudget": "150%"},
+        "eks-neuron-llm:acceleratorDisruptionBudget: '150%' is not allowed; allowed: a node count such as 1, or a "
+        "percentage from 0% to 100%",
+    ),
+    (
         {"clusterVerison": "1.35"},
         "eks-neuron-llm:clusterVerison: unknown key for this project; did you mean eks-neuron-llm:clusterVersion?",
     ),

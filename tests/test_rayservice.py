@@ -31,7 +31,7 @@ from workloads.serve.settings import (
     ServeSettings,
 )
 
-from .conftest import REPO, rendered
+from .conftest import REPO, preset_overrides, rendered
 
 RAYSERVICE = "kubernetes:ray.io/v1:RayService"
 
@@ -256,10 +256,7 @@ SYSTEM_NEIGHBOURS = DeclaredOverhead("system neighbours of the Ray head", 1960, 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_head_and_workers_fit_their_nodes(preset: str) -> None:
-    overrides = {"servingPreset": preset}
-    if preset == "trn1.32xlarge":
-        overrides["trn1NeuronDeviceLimit"] = "16"
-    r = rendered("dev", **overrides)
+    r = rendered("dev", **preset_overrides(preset))
     pods = [p for p in pod_templates(r.resources) if p.name.startswith("RayService")]
     (head_pod,) = [p for p in pods if p.name.endswith(" head")]
     # KubeRay adds the autoscaler as a sidecar of the head: count it.
