@@ -380,9 +380,9 @@ def test_rayservice_waits_for_the_operator_and_what_its_pods_mount(dev: Render) 
 
 
 def test_ray_version_matches_the_serving_image() -> None:
-    dockerfile = (REPO / "workloads" / "image" / "Dockerfile").read_text()
-    match = re.search(r"^ARG RAY_VERSION=(\S+)$", dockerfile, re.MULTILINE)
-    assert match, "workloads/image/Dockerfile pins ARG RAY_VERSION"
+    serve_layer = (REPO / "workloads" / "image" / "serve-requirements.txt").read_text()
+    match = re.search(r"^ray\[serve\]==(\S+)$", serve_layer, re.MULTILINE)
+    assert match, "workloads/image/serve-requirements.txt pins ray[serve]"
     assert match.group(1) == rayservice.RAY_VERSION
 
 

@@ -56,7 +56,7 @@ METRICS_PORT: Final = 8080
 INITIALIZING_TIMEOUT: Final = "60m"
 # KubeRay 1.7: a new RayCluster is brought up beside the old one and traffic switches when its Serve app is healthy.
 UPGRADE_STRATEGY: Final = "NewCluster"
-# Ray in the serving image (workloads/image/Dockerfile ARG RAY_VERSION; a test keeps the two equal).
+# Ray in the serving image (workloads/image/serve-requirements.txt; a test keeps the two equal).
 RAY_VERSION: Final = "2.60.0"
 
 APP_ROOT: Final = "/opt/app"
