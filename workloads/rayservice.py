@@ -172,7 +172,6 @@ def serve_settings(inputs: RayServiceInputs) -> ServeSettings:
         tensor_parallel_size=p.tensor_parallel_size,
         max_model_len=p.max_model_len,
         max_num_seqs=p.max_num_seqs,
-        block_size=p.block_size,
         artifact_cache_uri=inputs.artifact_cache_uri,
         compiled_artifacts_dir=COMPILED_ARTIFACTS_DIR,
     )
