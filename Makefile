@@ -4,7 +4,7 @@ VENV ?= venv
 PY := $(VENV)/bin/python
 STACK ?= dev
 
-.PHONY: render test lint typecheck unit clean e2e bench-local bench-overhead
+.PHONY: render test lint typecheck unit clean e2e e2e-vllm016 image-proof bench-local bench-overhead
 
 SCAN_VENV ?= venv-scan
 
@@ -49,6 +49,26 @@ $(E2E_VENV)/.installed: requirements.txt requirements-dev.txt requirements-e2e.t
 
 e2e: $(E2E_VENV)/.installed  ## the end-to-end tier (real Ray Serve + vLLM CPU engine, tiny local model)
 	$(E2E_VENV)/bin/python -m pytest -m e2e tests/e2e
+
+# vLLM 0.16 tier and image dependency proof (tools/image_proof.py): one Python 3.12 venv holding the serving image's
+# packages (vLLM 0.16.0's CPU build, the image's versions of its requirements: workloads/image/base-packages.txt),
+# then the Dockerfile's own install step (workloads/image/install_serve_layer.py), then pip check; the e2e serve
+# tests then run on it. ~8 GB: torch 2.10 from PyPI carries CUDA libraries (requirements-vllm016.txt says why).
+VLLM016_VENV ?= venv-vllm016
+# Python 3.12, the image's: python3.12 on PATH, or pyenv's 3.12 (whose shim needs PYENV_VERSION).
+PYTHON312 ?= $(shell for p in python3.12 "env PYENV_VERSION=3.12 python3.12"; do \
+	$$p -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
+
+$(VLLM016_VENV)/.installed: requirements-vllm016.txt requirements-dev.txt tools/image_proof.py \
+		workloads/image/base-packages.txt workloads/image/serve-requirements.txt workloads/image/install_serve_layer.py
+	@test -n "$(PYTHON312)" || { echo "Python 3.12 not found (python3.12 on PATH, or pyenv's 3.12)" >&2; exit 2; }
+	$(PYTHON312) -m tools.image_proof $(VLLM016_VENV)
+	touch $@
+
+image-proof: $(VLLM016_VENV)/.installed  ## the serving image's packages + its install step + pip check, in a venv
+
+e2e-vllm016: $(VLLM016_VENV)/.installed  ## the e2e serve tests on the image-like vLLM 0.16 venv
+	$(VLLM016_VENV)/bin/python -m pytest -m e2e tests/e2e/test_serve_e2e.py
 
 # The cluster's benchmark sweep (workloads/bench) against the e2e tier's CPU server, with its report and plots.
 # Extra flags via BENCH_ARGS, e.g. BENCH_ARGS="--output-tokens 32 --requests-per-concurrency 2".

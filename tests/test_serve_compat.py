@@ -160,7 +160,7 @@ def layout_old(log: list[Any]) -> dict[str, ModuleType]:
 def importer_for(modules: dict[str, ModuleType]) -> compat.Importer:
     def importer(name: str) -> ModuleType:
         if name not in modules:
-            raise ModuleNotFoundError(name)
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return modules[name]
 
     return importer
@@ -217,6 +217,62 @@ def test_module_without_the_attribute_falls_through() -> None:
         "vllm.entrypoints.openai.api_server": _module("x", build_app=build_app),
     }
     assert compat.resolve("build_app", importer_for(modules)) is build_app
+
+
+def test_a_missing_parent_package_means_another_layout() -> None:
+    def build_app(args: Any) -> None: ...
+
+    def importer(name: str) -> ModuleType:
+        if name.startswith("vllm.entrypoints.launchers"):
+            raise ModuleNotFoundError("No module named 'vllm.entrypoints.launchers'", name="vllm.entrypoints.launchers")
+        return _module("x", build_app=build_app)
+
+    assert compat.resolve("build_app", importer) is build_app
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        # The candidate exists but something it imports is broken: an install problem, not another vLLM layout.
+        ImportError("cannot import name 'BaseRoute' from 'starlette.routing'", name="starlette.routing"),
+        ModuleNotFoundError("No module named 'fastapi'", name="fastapi"),
+        ModuleNotFoundError(
+            "No module named 'vllm.entrypoints.launchers.app_helpers'", name="vllm.entrypoints.launchers.app_helpers"
+        ),
+    ],
+    ids=["import-error", "missing-dependency", "missing-submodule-of-the-candidate"],
+)
+def test_a_broken_import_is_raised_as_it_is(error: ImportError) -> None:
+    def importer(name: str) -> ModuleType:
+        raise error
+
+    with pytest.raises(ImportError) as raised:
+        compat.resolve("build_app", importer)
+    assert raised.value is error
+    assert not isinstance(raised.value, compat.CompatError)
+
+
+def test_a_rejected_flag_becomes_one_line_carrying_the_parsers_message(capsys: pytest.CaptureFixture[str]) -> None:
+    runtime = compat.VLLMOpenAI(importer=importer_for(layout_v016([])))
+    with pytest.raises(compat.EngineArgsError) as err:
+        runtime.parse_args(["--model", "/m", "--tensor-parallel-size", "two"])
+    message = str(err.value)
+    assert message.startswith("vLLM rejected the engine arguments (exit 2): ")
+    assert message.endswith("error: argument --tensor-parallel-size: invalid int value: 'two'")
+    assert "\n" not in message
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # no SystemExit chained under it
+    assert "usage:" in capsys.readouterr().err  # the parser's own output is still logged
+
+    with pytest.raises(compat.EngineArgsError, match=r"error: unrecognized arguments: --no-such-flag 1$"):
+        runtime.parse_args(["--model", "/m", "--no-such-flag", "1"])
+
+
+def test_a_good_argv_still_parses_and_is_validated() -> None:
+    log: list[Any] = []
+    runtime = compat.VLLMOpenAI(importer=importer_for(layout_v016(log)))
+    args = runtime.parse_args(["--model", "/m", "--tensor-parallel-size", "2"])
+    assert (args.model, args.tensor_parallel_size) == ("/m", 2)
+    assert log == [("validate", "/m")]
 
 
 def test_call_with_accepted_passes_only_declared_keywords() -> None:

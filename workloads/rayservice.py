@@ -56,7 +56,7 @@ METRICS_PORT: Final = 8080
 INITIALIZING_TIMEOUT: Final = "60m"
 # KubeRay 1.7: a new RayCluster is brought up beside the old one and traffic switches when its Serve app is healthy.
 UPGRADE_STRATEGY: Final = "NewCluster"
-# Ray in the serving image (workloads/image/Dockerfile ARG RAY_VERSION; a test keeps the two equal).
+# Ray in the serving image (workloads/image/serve-requirements.txt; a test keeps the two equal).
 RAY_VERSION: Final = "2.60.0"
 
 APP_ROOT: Final = "/opt/app"
@@ -172,7 +172,6 @@ def serve_settings(inputs: RayServiceInputs) -> ServeSettings:
         tensor_parallel_size=p.tensor_parallel_size,
         max_model_len=p.max_model_len,
         max_num_seqs=p.max_num_seqs,
-        block_size=p.block_size,
         artifact_cache_uri=inputs.artifact_cache_uri,
         compiled_artifacts_dir=COMPILED_ARTIFACTS_DIR,
     )

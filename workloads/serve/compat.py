@@ -16,8 +16,11 @@ vLLM version means adding a candidate path here, nowhere else.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
+import io
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import ModuleType
@@ -58,6 +61,20 @@ class CompatError(ImportError):
     """No candidate of an entry point exists in the installed vLLM; the message names what was tried."""
 
 
+class EngineArgsError(ValueError):
+    """vLLM's own parser rejected the engine arguments; the message is one line carrying the parser's."""
+
+
+def _is_missing(exc: ModuleNotFoundError, module_name: str) -> bool:
+    """Whether ``exc`` says the candidate module itself (or a package above it) does not exist.
+
+    Anything else, such as a module the candidate imports failing (a fastapi/starlette mismatch), is a broken
+    install, not another layout, and must surface as it is.
+    """
+    missing = exc.name or ""
+    return bool(missing) and (module_name == missing or module_name.startswith(missing + "."))
+
+
 def resolve(name: str, importer: Importer = importlib.import_module) -> Any:
     """The first importable candidate of entry point ``name``."""
     tried: list[str] = []
@@ -65,7 +82,9 @@ def resolve(name: str, importer: Importer = importlib.import_module) -> Any:
         tried.append(f"{module_name}.{attr}")
         try:
             module = importer(module_name)
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if not _is_missing(exc, module_name):
+                raise
             continue
         if hasattr(module, attr):
             return getattr(module, attr)
@@ -92,9 +111,24 @@ class VLLMOpenAI:
         return resolve(name, self._importer)
 
     def parse_args(self, argv: Sequence[str]) -> Any:
-        """argv -> the argparse Namespace of ``vllm serve``, validated by vLLM itself."""
+        """argv -> the argparse Namespace of ``vllm serve``, validated by vLLM itself.
+
+        argparse reports a bad flag on stderr and exits; here that becomes an ``EngineArgsError`` carrying the
+        parser's message, so it reaches the Serve status (a ``SystemExit`` would only kill the replica silently).
+        """
         parser = self._get("make_arg_parser")(self._get("FlexibleArgumentParser")())
-        args = parser.parse_args(list(argv))
+        stderr = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(stderr):
+                args = parser.parse_args(list(argv))
+        except SystemExit as exit_:
+            lines = [line.strip() for line in stderr.getvalue().splitlines() if line.strip()]
+            reason = next((line for line in reversed(lines) if "error:" in line), lines[-1] if lines else "")
+            raise EngineArgsError(
+                f"vLLM rejected the engine arguments (exit {exit_.code}): {reason or 'no message'}"
+            ) from None
+        finally:
+            sys.stderr.write(stderr.getvalue())  # what the parser said is still logged, failure or not
         self._get("validate_parsed_serve_args")(args)
         return args
 
