@@ -7,10 +7,11 @@ for that repository only, with audience ``sts.amazonaws.com``:
   metadata only: describe/list/get calls in the stack's region, IAM reads inside the account, AWS's public EKS AMI
   parameters (the program checks the pinned AMI release, infra/ami.py), and the EKS view access policy.  It can read
   no object data, no parameter or secret of the account, and it can change nothing.
-- the *deploy* role (``deploy.yml``, ``image.yml``) is assumable from the ``main`` branch and from jobs in the
-  ``prod`` GitHub environment (which has required reviewers).  Deploying this stack creates IAM roles, EKS, EC2,
-  KMS, SQS, EventBridge, S3 and ECR resources, so it needs broad rights: every action of those services, but only in
-  the stack's region, and IAM actions only on roles, policies, instance profiles and OIDC providers of this account.
+- the *deploy* role (``deploy.yml``) is assumable from the ``main`` branch and from jobs in the ``prod`` GitHub
+  environment (which has required reviewers).  Deploying this stack creates IAM roles, EKS, EC2, KMS, SQS,
+  EventBridge, S3, ECR and CodeBuild resources and runs the serving image build (``infra/image_build.py`` starts it
+  with these credentials), so it needs broad rights: every action of those services, but only in the stack's
+  region, and IAM actions only on roles, policies, instance profiles and OIDC providers of this account.
   Because it can create and attach IAM roles it is administrator-equivalent inside the account; the protection is
   who can trigger it (main, or the reviewed ``prod`` environment), not the policy.
 """
@@ -39,6 +40,7 @@ EKS_CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClus
 DEPLOY_SERVICES = (
     "autoscaling",
     "cloudwatch",
+    "codebuild",
     "ec2",
     "ecr",
     "eks",
@@ -67,6 +69,8 @@ PREVIEW_REGIONAL_READS = (
     "events:DescribeRule",
     "events:ListTagsForResource",
     "events:ListTargetsByRule",
+    "codebuild:BatchGetProjects",
+    "ecr:DescribePullThroughCacheRules",
     "ecr:DescribeRepositories",
     "ecr:GetLifecyclePolicy",
     "ecr:GetRepositoryPolicy",

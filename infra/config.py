@@ -113,11 +113,16 @@ class ServingConfig:
 
     preset: str  # a key of workloads.presets.PRESETS, named after the worker instance type
     model_id: str  # a key of workloads.presets.MODELS
-    image: str  # serving image, pinned by tag or digest
+    image: str  # a prebuilt serving image pinned by tag or digest, or "" for the one the stack builds
     # Hugging Face token: a secret Output, or None when unset (the default model is not gated).
     hf_token: pulumi.Output[str] | None
     openwebui_enable_signup: bool
     openwebui_storage_gib: int
+
+    @property
+    def builds_image(self) -> bool:
+        """True when the stack builds workloads/image itself (``servingImage`` left empty, the default)."""
+        return not self.image
 
 
 @dataclass(frozen=True)
@@ -430,8 +435,9 @@ def _serving(r: _Reader, capacity: CapacityConfig) -> ServingConfig:
             r.bad("servingPreset", preset_name, f"a preset that fits {model_id}: {reason}")
     image = r.text(
         "servingImage",
-        pattern=_IMAGE,
-        allowed="an image reference pinned by tag or digest, e.g. <account>.dkr.ecr.<region>.amazonaws.com/repo:tag",
+        pattern=f"(?:{_IMAGE})?",
+        allowed="empty (the stack builds workloads/image) or an image reference pinned by tag or digest, e.g. "
+        "<account>.dkr.ecr.<region>.amazonaws.com/repo:tag",
     )
     if image and "@" not in image and ":" not in image.rsplit("/", 1)[-1]:
         r.bad("servingImage", image, "an image pinned by a tag or a digest (this one has neither)")

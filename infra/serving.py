@@ -4,7 +4,8 @@
   ``hfToken`` secret is set); the NetworkPolicies (``workloads.netpol``);
 - the worker service account and its Pod Identity role, which may read and write only the artifact prefix of
 - the compiled-artifact bucket: private, encrypted, TLS-only, owner-enforced, incomplete uploads cleaned up;
-- the ECR repository the serving image is pushed to (scan on push, immutable tags, lifecycle policy);
+- the ECR repository the serving image is pushed to (scan on push, immutable tags, lifecycle policy), and the image
+  itself: built in-region by ``infra.image.ServingImage`` unless ``servingImage`` names a prebuilt one;
 - the RayService itself, after the KubeRay operator (its chart installs the CRDs).
 
 The compiled-artifact cache: a worker restores the Neuron compile output for its exact inputs (model, engine shape,
@@ -25,6 +26,7 @@ import pulumi_kubernetes as k8s
 
 from infra import iam
 from infra.config import ServingConfig
+from infra.image import ServingImage, ServingImageArgs, base_image, ecr_lifecycle
 from infra.kuberay import NAMESPACE as KUBERAY_NAMESPACE
 from workloads import netpol, presets, rayservice
 
@@ -33,12 +35,6 @@ if TYPE_CHECKING:
     from infra.kuberay import KubeRay
 
 ARTIFACT_PREFIX: Final = "neuron-artifacts"
-# The AWS Neuron vLLM deep-learning container the serving image is built on: it has no Ray, so a RayService on it
-# never becomes ready.
-NEURON_BASE_REPOSITORY: Final = "public.ecr.aws/neuron/pytorch-inference-vllm-neuronx"
-# Images kept in the repository: every tag is immutable, so old ones only go by this rule.
-KEEP_IMAGES: Final = 20
-UNTAGGED_DAYS: Final = 7
 
 
 def artifact_policy(bucket_arn: str, prefix: str = ARTIFACT_PREFIX) -> dict[str, Any]:
@@ -79,38 +75,16 @@ def tls_only_policy(bucket_arn: str) -> dict[str, Any]:
     }
 
 
-def ecr_lifecycle() -> dict[str, Any]:
-    return {
-        "rules": [
-            {
-                "rulePriority": 1,
-                "description": f"Expire untagged images after {UNTAGGED_DAYS} days",
-                "selection": {
-                    "tagStatus": "untagged",
-                    "countType": "sinceImagePushed",
-                    "countUnit": "days",
-                    "countNumber": UNTAGGED_DAYS,
-                },
-                "action": {"type": "expire"},
-            },
-            {
-                "rulePriority": 2,
-                "description": f"Keep the {KEEP_IMAGES} most recent images",
-                "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": KEEP_IMAGES},
-                "action": {"type": "expire"},
-            },
-        ]
-    }
-
-
 def base_image_warning(image: str) -> str | None:
-    """A warning when ``servingImage`` is still the Neuron base image (the config default), else None."""
-    if not image.startswith(NEURON_BASE_REPOSITORY + ":") and not image.startswith(NEURON_BASE_REPOSITORY + "@"):
+    """A warning when ``servingImage`` names the Neuron base image workloads/image builds on, else None."""
+    base = base_image()
+    repository = f"{base.registry}/{base.repository}"
+    if not image.startswith((repository + ":", repository + "@")):
         return None
     return (
         f"servingImage is the Neuron base image {image}, which has no ray[serve]: the RayService will not become "
-        "ready. Build workloads/image (image.yml pushes it to imageRepositoryUrl) and set "
-        "eks-neuron-llm:servingImage to it; a RayService past its initializing timeout must be replaced "
+        "ready. Leave eks-neuron-llm:servingImage empty and `pulumi up` builds workloads/image on top of it "
+        "(docs/serving-image.md); a RayService past its initializing timeout must be replaced "
         "(pulumi up --replace <its URN>)."
     )
 
@@ -156,6 +130,7 @@ class Serving(pulumi.ComponentResource):
     repository: aws.ecr.Repository
     endpoint: pulumi.Output[str]
     model_id: pulumi.Output[str]
+    image: pulumi.Output[str]  # the image the Ray head and workers run
     image_repository_url: pulumi.Output[str]
     artifact_bucket_name: pulumi.Output[str]
 
@@ -177,8 +152,8 @@ class Serving(pulumi.ComponentResource):
             image_tag_mutability="IMMUTABLE",
             image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
             encryption_configurations=[aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")],
-            # Images are rebuilt from workloads/image (image.yml) and a new stack gets a new repository URL anyway; a
-            # repository that refused to go while it holds images would stop `pulumi destroy` halfway.
+            # The stack rebuilds its image from workloads/image on the next `pulumi up`; a repository that refused to go
+            # while it holds images would stop `pulumi destroy` halfway.
             force_delete=True,
             opts=child,
         )
@@ -247,6 +222,21 @@ class Serving(pulumi.ComponentResource):
             opts=data,
         )
 
+        # --- The image: built in-region from workloads/image (the default), or the prebuilt one config names -------
+        image: pulumi.Input[str] = cfg.image
+        if cfg.builds_image:
+            image = ServingImage(
+                f"{name}-build",
+                ServingImageArgs(
+                    cluster_name=args.cluster_name,
+                    region=args.region,
+                    repository=self.repository,
+                    bucket=self.artifact_bucket,
+                ),
+                opts=child,
+            ).image
+        self.image = pulumi.Output.from_input(image)
+
         # --- Kubernetes: namespace, service account, secrets, code, policies -------------------------------------
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace", metadata=k8s.meta.v1.ObjectMetaArgs(name=ns_name), opts=on_k8s
@@ -292,12 +282,12 @@ class Serving(pulumi.ComponentResource):
             )
 
         # --- The RayService ----------------------------------------------------------------------------------------
-        def build(bucket: str) -> dict[str, Any]:
+        def build(bucket: str, image: str) -> dict[str, Any]:
             return rayservice.rayservice(
                 rayservice.RayServiceInputs(
                     preset=preset,
                     model_id=cfg.model_id,
-                    image=cfg.image,
+                    image=image,
                     region=args.region,
                     code_sha256=rayservice.code_hash(files),
                     artifact_cache_uri=f"s3://{bucket}/{ARTIFACT_PREFIX}",
@@ -305,7 +295,8 @@ class Serving(pulumi.ComponentResource):
                 )
             )
 
-        manifest = self.artifact_bucket.bucket.apply(build)
+        # The image is an output of the build when the stack builds it: the RayService waits for the build.
+        manifest = pulumi.Output.all(self.artifact_bucket.bucket, self.image).apply(lambda a: build(a[0], a[1]))
         self.rayservice = k8s.apiextensions.CustomResource(
             f"{name}-rayservice",
             api_version=rayservice.API_VERSION,
@@ -344,6 +335,7 @@ class Serving(pulumi.ComponentResource):
             {
                 "servingEndpoint": self.endpoint,
                 "modelId": self.model_id,
+                "servingImage": self.image,
                 "imageRepositoryUrl": self.image_repository_url,
                 "artifactBucketName": self.artifact_bucket_name,
             }

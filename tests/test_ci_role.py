@@ -87,7 +87,7 @@ def _actions(doc: dict[str, Any]) -> list[str]:
 
 
 def _non_reads(doc: dict[str, Any]) -> list[str]:
-    return [a for a in _actions(doc) if not a.split(":")[1].startswith(("Describe", "Get", "List"))]
+    return [a for a in _actions(doc) if not a.split(":")[1].startswith(("Describe", "Get", "List", "BatchGet"))]
 
 
 def test_preview_role_only_reads() -> None:
@@ -274,3 +274,24 @@ def test_a_call_the_preview_role_may_not_make_is_caught(dev: Render) -> None:
         f"amazon-linux-2023/x86_64/{variant}"
         for variant in ("standard", "neuron")
     ]
+
+
+def test_the_deploy_role_can_run_the_image_build_and_the_preview_role_can_read_its_builder() -> None:
+    from fnmatch import fnmatchcase
+
+    from tools.build_fake import scenario
+
+    deploy = _actions(ci.deploy_policy(ACCOUNT, "us-west-2"))
+    props = {"repository_name": "r", "repository_url": "u", "project_name": "p", "tag": "t"}
+    # every call the starter makes with the deployer's credentials (infra/image_build.py), as its IAM action
+    calls = {f"{c.service}:{c.api_name}" for outcome in ("built", "exists") for c in scenario(props, outcome, "x")}
+    assert calls == {
+        "ecr:DescribeImages",
+        "codebuild:ListBuildsForProject",
+        "codebuild:StartBuild",
+        "codebuild:BatchGetBuilds",
+    }
+    assert [a for a in sorted(calls) if not any(fnmatchcase(a, pattern) for pattern in deploy)] == []
+    preview = _actions(ci.preview_policy(ACCOUNT, "us-west-2"))
+    assert {"codebuild:BatchGetProjects", "ecr:DescribePullThroughCacheRules"} <= set(preview)
+    assert not any(a.startswith("codebuild:") and a != "codebuild:BatchGetProjects" for a in preview)

@@ -100,7 +100,10 @@ BAD = [
         {"servingImage": "example.com/serving"},
         "eks-neuron-llm:servingImage: 'example.com/serving' is not allowed; allowed: an image pinned by a tag",
     ),
-    ({"servingImage": "Not An Image"}, "eks-neuron-llm:servingImage: 'Not An Image' is not allowed; allowed: an image"),
+    (
+        {"servingImage": "Not An Image"},
+        "eks-neuron-llm:servingImage: 'Not An Image' is not allowed; allowed: empty (the stack builds workloads/image)",
+    ),
     ({"openWebuiEnableSignup": "yes"}, "eks-neuron-llm:openWebuiEnableSignup: 'yes' is not allowed; allowed: true"),
     ({"openWebuiStorageGiB": "0"}, "eks-neuron-llm:openWebuiStorageGiB: 0 is not allowed; allowed: an integer"),
     # Cross-checks with the capacity section.
