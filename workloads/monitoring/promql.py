@@ -81,3 +81,15 @@ def fill_grafana_variables(expr: str, intervals: dict[str, str] | None = None) -
     for name in sorted(values, key=len, reverse=True):
         out = out.replace("${" + name[1:] + "}", values[name]).replace(name, values[name])
     return out
+
+
+def unexported(
+    queries: list[tuple[str, str]], exported: set[str], elsewhere: frozenset[str] = frozenset()
+) -> list[str]:
+    """One line per (where, metric) whose metric is neither in ``exported`` (what the running app serves) nor
+    declared to come from ``elsewhere`` (another exporter): a panel or alert that could never show data."""
+    problems = []
+    for where, expr in queries:
+        for name in sorted(metric_names(expr) - exported - elsewhere):
+            problems.append(f"{where}: {name} is not exported by the app")
+    return problems
