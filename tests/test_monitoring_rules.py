@@ -16,6 +16,7 @@ import yaml
 from workloads.monitoring import manifests, rules, scrape
 
 THRESHOLDS = rules.AlertThresholds(ttft_p95_seconds=5, error_5xx_ratio=0.05)
+HEAD_LABEL = 'label_app_kubernetes_io_component="ray-head"'
 HEALTHY = 'ray_serve_deployment_replica_healthy{application="llm", deployment="VLLMDeployment", replica="r1"}'
 
 
@@ -204,7 +205,7 @@ CASES: list[tuple[str, list[dict[str, str]], str, list[dict[str, Any]]]] = [
             },
             {"series": f'{rules.POD_SCHEDULED}{{namespace="vllm", pod="h", condition="false"}}', "values": "1x20"},
             {
-                "series": f'{rules.POD_LABELS}{{namespace="vllm", pod="h", label_app_kubernetes_io_component="ray-head"}}',
+                "series": f'{rules.POD_LABELS}{{namespace="vllm", pod="h", {HEAD_LABEL}}}',
                 "values": "1x20",
             },
         ],
