@@ -301,3 +301,14 @@ def test_thresholds_convert_config_units() -> None:
     _, values, _ = stack_config("dev", {"eks-neuron-llm:alertTtftP95Ms": "1500"})
     t = infra_monitoring.thresholds(parse(values, stack="dev").monitoring)
     assert (t.ttft_p95_seconds, t.error_5xx_ratio) == (1.5, 0.05)
+
+
+def test_the_unexported_metric_check_names_panel_and_metric() -> None:
+    """What the e2e tier runs against the live app's metric names, here on a fixed list."""
+    queries = list(dashboards.prometheus_queries(dashboards.serving_dashboard("c")))
+    exported = set(rules.METRIC_SOURCES[rules.SERVE_APP]) | {"up"}
+    assert promql.unexported(queries, exported) == []
+    assert promql.unexported(queries, exported - {rules.KV_CACHE_USAGE}) == [
+        f"KV cache used: {rules.KV_CACHE_USAGE} is not exported by the app"
+    ]
+    assert promql.unexported(queries, exported - {rules.KV_CACHE_USAGE}, frozenset({rules.KV_CACHE_USAGE})) == []

@@ -205,24 +205,30 @@ def prometheus_files(config: Mapping[str, Any]) -> dict[str, str]:
     return {"prometheus.yml": yaml.safe_dump(dict(config), sort_keys=False)}
 
 
-def prometheus_rbac(inputs: MonitoringInputs) -> list[dict[str, Any]]:
-    """Service discovery reads pods (its configuration limits which namespaces); nothing else."""
-    name = f"{PROMETHEUS}-discovery"
+def cluster_role(
+    name: str, subject: str, namespace: str, resources: Sequence[str], verbs: Sequence[str]
+) -> list[dict[str, Any]]:
+    """A ClusterRole on core ``resources`` with ``verbs`` and its binding to service account ``subject``."""
     return [
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRole",
-            "metadata": {"name": name, "labels": labels(PROMETHEUS)},
-            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
+            "metadata": {"name": name, "labels": labels(subject)},
+            "rules": [{"apiGroups": [""], "resources": list(resources), "verbs": list(verbs)}],
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRoleBinding",
-            "metadata": {"name": name, "labels": labels(PROMETHEUS)},
+            "metadata": {"name": name, "labels": labels(subject)},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": PROMETHEUS, "namespace": inputs.namespace}],
+            "subjects": [{"kind": "ServiceAccount", "name": subject, "namespace": namespace}],
         },
     ]
+
+
+def prometheus_rbac(inputs: MonitoringInputs) -> list[dict[str, Any]]:
+    """Service discovery reads pods (its configuration limits which namespaces); nothing else."""
+    return cluster_role(f"{PROMETHEUS}-discovery", PROMETHEUS, inputs.namespace, ["pods"], ["get", "list", "watch"])
 
 
 def prometheus_pvc(inputs: MonitoringInputs) -> dict[str, Any]:
@@ -543,21 +549,7 @@ def grafana_deployment(inputs: MonitoringInputs, folders: Sequence[str], config_
 
 
 def ksm_rbac(inputs: MonitoringInputs) -> list[dict[str, Any]]:
-    return [
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": KSM, "labels": labels(KSM)},
-            "rules": [{"apiGroups": [""], "resources": list(KSM_RESOURCES), "verbs": ["list", "watch"]}],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": KSM, "labels": labels(KSM)},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": KSM},
-            "subjects": [{"kind": "ServiceAccount", "name": KSM, "namespace": inputs.namespace}],
-        },
-    ]
+    return cluster_role(KSM, KSM, inputs.namespace, KSM_RESOURCES, ["list", "watch"])
 
 
 def ksm_deployment(inputs: MonitoringInputs) -> dict[str, Any]:
