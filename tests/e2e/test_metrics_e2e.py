@@ -267,4 +267,5 @@ def test_rays_own_dashboards_are_well_formed_and_show_the_serve_app(loaded: Loca
         "\ne2e metrics: Ray dashboards, queries with data / all: "
         + ", ".join(f"{n} {with_data[n]}/{totals[n]}" for n in totals)
     )
-    assert with_data["ray-serve"] >= 5 and with_data["ray-serve-llm"] >= 10 and with_data["ray-default"] >= 10
+    # Every query was accepted (Prometheus.query fails on a rejected one); each dashboard draws something of the app.
+    assert all(with_data.values()), with_data
