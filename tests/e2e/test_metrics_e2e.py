@@ -145,15 +145,18 @@ def loaded(endpoint: Endpoint, prometheus: LocalPrometheus) -> LocalPrometheus:
 
     # A first request creates vLLM's series; once Prometheus holds them the main load makes their rates non-zero
     # (a series that first appears with its final value has no rate yet).
+    tokens = f"sum({rules.GENERATION_TOKENS})"
+    _wait_for(prometheus, f'sum(up{{job="{scrape.RAY_JOB}"}})', 1)  # scraped at least once
+    before = _value(prometheus, tokens)  # earlier tests of the session may have generated tokens already
     assert one(-1) == MAX_TOKENS
-    _wait_for(prometheus, f"sum({rules.GENERATION_TOKENS})", MAX_TOKENS)
+    _wait_for(prometheus, tokens, before + MAX_TOKENS)
     with ThreadPoolExecutor(max_workers=4) as pool:
         assert list(pool.map(one, range(REQUESTS), timeout=300)) == [MAX_TOKENS] * REQUESTS
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.BadRequestError):
         client.completions.create(model=endpoint.model, prompt="x", max_tokens=8, temperature=-1)
-    _wait_for(prometheus, f"sum({rules.GENERATION_TOKENS})", (REQUESTS + 1) * MAX_TOKENS)
+    _wait_for(prometheus, tokens, before + (REQUESTS + 1) * MAX_TOKENS)
     time.sleep(12)  # two more scrapes, so rates over the window have samples after the load
     return prometheus
 
