@@ -9,6 +9,7 @@ from infra.cluster import DEFAULT_STORAGE_CLASS, RETAINED_STORAGE_CLASS, Cluster
 from infra.config import load
 from infra.karpenter import Karpenter, KarpenterArgs
 from infra.kuberay import KubeRay, KubeRayArgs
+from infra.monitoring import Monitoring, MonitoringArgs
 from infra.network import Network, NetworkArgs
 from infra.neuron import Neuron, NeuronArgs
 from infra.observability import Observability, ObservabilityArgs
@@ -91,6 +92,22 @@ observability = Observability(
     opts=on_aws,
 )
 
+# Metrics: Prometheus, Alertmanager (alerts to an SNS topic), Grafana and kube-state-metrics on the default pool.
+metrics = Monitoring(
+    "monitoring",
+    MonitoringArgs(
+        config=cfg.monitoring,
+        cluster_name=cfg.cluster.name,
+        region=cfg.region,
+        # prod: the metrics history's volume outlives the stack (Retain); dev: it goes with it.
+        storage_class=RETAINED_STORAGE_CLASS if cfg.is_prod else DEFAULT_STORAGE_CLASS,
+        protect_data=cfg.is_prod,
+        cluster=cluster,
+        capacity=[karpenter.node_pools[DEFAULT_POOL]],
+    ),
+    opts=on_aws,
+)
+
 # Serving: the KubeRay operator, then the vLLM RayService with its bucket, image repository, secrets and policies.
 kuberay = KubeRay("kuberay", KubeRayArgs(cluster=cluster), opts=on_aws)
 serving = Serving(
@@ -157,6 +174,8 @@ pulumi.export("oidcProviderArn", cluster.oidc_provider_arn)
 pulumi.export("nodePoolNames", karpenter.node_pool_names)
 pulumi.export("interruptionQueueName", karpenter.interruption_queue_name)
 pulumi.export("dashboardUrl", observability.dashboard_url)
+pulumi.export("grafanaPortForward", metrics.grafana_port_forward)
+pulumi.export("alertTopicArn", metrics.alert_topic_arn)
 pulumi.export("servingEndpoint", serving.endpoint)
 pulumi.export("modelId", serving.model_id)
 pulumi.export("servingImage", serving.image)

@@ -145,6 +145,15 @@ class BenchmarkConfig:
 
 
 @dataclass(frozen=True)
+class MonitoringConfig:
+    """Prometheus, Grafana and the alerts (infra/monitoring.py, workloads/monitoring): thresholds and recipients."""
+
+    alert_emails: tuple[str, ...]  # SNS email subscriptions of the alert topic (each confirms by mail)
+    ttft_p95_alert_ms: int  # time-to-first-token p95 above this for 10 minutes alerts
+    error_5xx_alert_percent: int  # share of 5xx responses above this for 5 minutes alerts
+
+
+@dataclass(frozen=True)
 class StackConfig:
     project: str
     stack: str
@@ -157,6 +166,7 @@ class StackConfig:
     serving: ServingConfig
     benchmark: BenchmarkConfig
     ci: CiConfig
+    monitoring: MonitoringConfig
 
     @property
     def is_prod(self) -> bool:
@@ -488,6 +498,20 @@ def _benchmark(r: _Reader) -> BenchmarkConfig:
     return BenchmarkConfig(enabled=enabled == "true", results_prefix=prefix)
 
 
+_EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+
+
+def _monitoring(r: _Reader) -> MonitoringConfig:
+    emails = r.text_list(
+        "alertEmails", lambda v: re.fullmatch(_EMAIL, v) is not None, "an e-mail address such as ops@example.com"
+    )
+    if len(set(emails)) != len(emails):
+        r.bad("alertEmails", list(emails), "each address once")
+    ttft = r.integer("alertTtftP95Ms", 100, 600000, allowed="milliseconds from 100 to 600000", fallback=5000)
+    errors = r.integer("alert5xxPercent", 1, 100, allowed="a percentage from 1 to 100", fallback=5)
+    return MonitoringConfig(alert_emails=emails, ttft_p95_alert_ms=ttft, error_5xx_alert_percent=errors)
+
+
 def _ci(r: _Reader) -> CiConfig:
     repository = r.text(
         "githubRepository",
@@ -530,6 +554,7 @@ def _read_all(r: _Reader) -> dict[str, Any]:
         "serving": _serving(r, capacity),
         "benchmark": _benchmark(r),
         "ci": _ci(r),
+        "monitoring": _monitoring(r),
     }
 
 

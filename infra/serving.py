@@ -28,7 +28,7 @@ from infra import iam
 from infra.config import ServingConfig
 from infra.image import ServingImage, ServingImageArgs, base_image, ecr_lifecycle
 from infra.kuberay import NAMESPACE as KUBERAY_NAMESPACE
-from workloads import netpol, presets, rayservice
+from workloads import monitoring, netpol, presets, rayservice
 
 if TYPE_CHECKING:
     from infra.cluster import Cluster
@@ -292,6 +292,8 @@ class Serving(pulumi.ComponentResource):
                     code_sha256=rayservice.code_hash(files),
                     artifact_cache_uri=f"s3://{bucket}/{ARTIFACT_PREFIX}",
                     hf_token_secret=hf_secret_name,
+                    # The Ray dashboard's metrics views: Prometheus and Grafana of the monitoring namespace.
+                    head_env=monitoring.ray_dashboard_env(),
                 )
             )
 

@@ -271,6 +271,8 @@ PROD_RETAINED = {
     ("aws:s3/bucketPolicy:BucketPolicy", "serving-artifacts"),
     ("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "serving-artifacts"),
     ("kubernetes:core/v1:PersistentVolumeClaim", "openwebui-data"),
+    # the metrics history (docs/observability.md), on gp3-retain like the chat data
+    ("kubernetes:core/v1:PersistentVolumeClaim", "monitoring-prometheus-data"),
 }
 
 

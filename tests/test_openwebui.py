@@ -51,7 +51,7 @@ def test_secret_key_comes_from_a_random_password_in_a_secret(dev: Render) -> Non
     secret = manifest(dev, "Secret", ref["name"])
     assert secret["metadata"]["namespace"] == "open-webui"
     assert secret["stringData"] == {ref["key"]: "[secret]"}
-    (password,) = dev.of_type("random:index/randomPassword:RandomPassword")
+    password = dev.one("random:index/randomPassword:RandomPassword", "openwebui-secret-key")
     assert password["inputs"]["length"] >= 32
     # The mock's password value never appears anywhere in the render.
     value = _hex(password["name"], "password", n=32)
@@ -96,7 +96,7 @@ def test_runs_hardened_on_the_default_pool(dev: Render) -> None:
 
 
 def test_deployment_waits_for_its_secret_volume_and_pool(dev: Render) -> None:
-    (record,) = dev.of_type("kubernetes:apps/v1:Deployment")
+    record = dev.one("kubernetes:apps/v1:Deployment", "openwebui-deployment")
     deps = set(record["dependencies"])
     assert dev.one("kubernetes:core/v1:Secret", "openwebui-secret")["urn"] in deps
     assert dev.one("kubernetes:core/v1:PersistentVolumeClaim", "openwebui-data")["urn"] in deps

@@ -62,11 +62,36 @@ def _parser_module(log: list[Any]) -> dict[str, Any]:
     }
 
 
-def _engine_factory(log: list[Any]) -> Callable[[Any], Any]:
+class RayPrometheusStatLogger:
+    pass
+
+
+class PrometheusStatLogger:
+    pass
+
+
+def _engine_modules(log: list[Any]) -> dict[str, ModuleType]:
+    """vLLM's engine class and stat loggers (same paths in 0.16 and 0.32): from_vllm_config takes stat_loggers."""
+
+    class AsyncLLM:
+        @classmethod
+        def from_vllm_config(cls, vllm_config: Any, stat_loggers: list[Any] | None = None, **_: Any) -> FakeEngine:
+            log.append(("stat_loggers", [c.__name__ for c in stat_loggers or []]))
+            return FakeEngine(log)
+
+    return {
+        "vllm.v1.engine.async_llm": _module("x", AsyncLLM=AsyncLLM),
+        "vllm.v1.metrics.ray_wrappers": _module("x", RayPrometheusStatLogger=RayPrometheusStatLogger),
+        "vllm.v1.metrics.loggers": _module("x", PrometheusStatLogger=PrometheusStatLogger),
+    }
+
+
+def _engine_factory(log: list[Any], engine_modules: dict[str, ModuleType]) -> Callable[[Any], Any]:
     @asynccontextmanager
     async def build_async_engine_client(args: Any, *, usage_context: Any = None) -> AsyncIterator[FakeEngine]:
         log.append(("engine", args.model, args.tensor_parallel_size))
-        yield FakeEngine(log)
+        # As vLLM does: the engine class is looked up when the client is built, and built without stat loggers.
+        yield engine_modules["vllm.v1.engine.async_llm"].AsyncLLM.from_vllm_config(vllm_config="VLLM_CONFIG")
         log.append("engine.context_exit")
 
     return build_async_engine_client
@@ -90,14 +115,16 @@ def layout_v016(log: list[Any]) -> dict[str, ModuleType]:
     async def init_app_state(engine_client: Any, state: Any, args: Any, supported_tasks: Any = None) -> None:
         log.append(("init_app_state", supported_tasks))
 
+    engine = _engine_modules(log)
     return {
+        **engine,
         "vllm.utils.argparse_utils": _module("x", FlexibleArgumentParser=p["FlexibleArgumentParser"]),
         "vllm.entrypoints.openai.cli_args": _module(
             "x", make_arg_parser=p["make_arg_parser"], validate_parsed_serve_args=p["validate"]
         ),
         "vllm.entrypoints.openai.api_server": _module(
             "x",
-            build_async_engine_client=_engine_factory(log),
+            build_async_engine_client=_engine_factory(log, engine),
             build_app=build_app,
             init_app_state=init_app_state,
         ),
@@ -118,12 +145,16 @@ def layout_v032(log: list[Any]) -> dict[str, ModuleType]:
     def deprecated(*_: Any, **__: Any) -> Any:
         raise AssertionError("the deprecated openai.api_server re-export must not be preferred")
 
+    engine = _engine_modules(log)
     return {
+        **engine,
         "vllm.utils.argparse_utils": _module("x", FlexibleArgumentParser=p["FlexibleArgumentParser"]),
         "vllm.entrypoints.launchers.cli_args": _module(
             "x", make_arg_parser=p["make_arg_parser"], validate_parsed_serve_args=p["validate"]
         ),
-        "vllm.entrypoints.launchers.api_server.entry": _module("x", build_async_engine_client=_engine_factory(log)),
+        "vllm.entrypoints.launchers.api_server.entry": _module(
+            "x", build_async_engine_client=_engine_factory(log, engine)
+        ),
         "vllm.entrypoints.launchers.app": _module("x", build_app=build_app),
         "vllm.entrypoints.launchers.api_server.app_state": _module("x", init_app_state=init_app_state),
         "vllm.entrypoints.openai.api_server": _module(
@@ -143,14 +174,16 @@ def layout_old(log: list[Any]) -> dict[str, ModuleType]:
     async def init_app_state(engine_client: Any, vllm_config: Any, state: Any, args: Any) -> None:
         log.append(("init_app_state", vllm_config))
 
+    engine = _engine_modules(log)
     return {
+        **engine,
         "vllm.utils": _module("x", FlexibleArgumentParser=p["FlexibleArgumentParser"]),
         "vllm.entrypoints.openai.cli_args": _module(
             "x", make_arg_parser=p["make_arg_parser"], validate_parsed_serve_args=p["validate"]
         ),
         "vllm.entrypoints.openai.api_server": _module(
             "x",
-            build_async_engine_client=_engine_factory(log),
+            build_async_engine_client=_engine_factory(log, engine),
             build_app=build_app,
             init_app_state=init_app_state,
         ),
@@ -192,8 +225,9 @@ def test_each_layout_builds_the_openai_app(layout: Callable[[list[Any]], Any], e
     log: list[Any] = []
     runtime, app = run_flow(layout(log))
     assert isinstance(app, FakeApp)
-    assert log[:2] == [("validate", "/m"), ("engine", "/m", 2)]
-    assert log[2:] == expected
+    stat_loggers = ("stat_loggers", ["RayPrometheusStatLogger", "PrometheusStatLogger"])
+    assert log[:3] == [("validate", "/m"), ("engine", "/m", 2), stat_loggers]
+    assert log[3:] == expected
     runtime.shutdown()
     assert log[-1] == "engine.shutdown"
     runtime.shutdown()  # idempotent
@@ -302,8 +336,39 @@ def test_dead_engine_fails_the_health_check() -> None:
         asyncio.run(runtime.check_health())
 
 
+def test_stat_loggers_are_added_only_while_the_engine_is_built() -> None:
+    log: list[Any] = []
+    modules = layout_v032(log)
+    engine_class = modules["vllm.v1.engine.async_llm"].AsyncLLM
+    original = engine_class.__dict__["from_vllm_config"]
+    run_flow(modules)
+    assert ("stat_loggers", ["RayPrometheusStatLogger", "PrometheusStatLogger"]) in log
+    assert engine_class.__dict__["from_vllm_config"] is original
+    engine_class.from_vllm_config(vllm_config="x")
+    assert log[-1] == ("stat_loggers", [])
+
+
+def test_without_ray_metrics_the_engine_keeps_vllms_default_loggers() -> None:
+    log: list[Any] = []
+    runtime = compat.VLLMOpenAI(importer=importer_for(layout_v016(log)), ray_metrics=False)
+
+    async def flow() -> None:
+        await runtime.start(runtime.parse_args(["--model", "/m", "--tensor-parallel-size", "1"]))
+
+    asyncio.run(flow())
+    assert ("stat_loggers", []) in log
+
+
+def test_a_vllm_without_the_ray_stat_logger_is_refused() -> None:
+    modules = layout_v016([])
+    del modules["vllm.v1.metrics.ray_wrappers"]
+    runtime = compat.VLLMOpenAI(importer=importer_for(modules))
+    with pytest.raises(compat.CompatError, match="RayPrometheusStatLogger"):
+        asyncio.run(runtime.start(runtime.parse_args(["--model", "/m"])))
+
+
 def test_every_entry_point_has_a_candidate_for_both_pinned_releases() -> None:
-    """vLLM 0.16 (Neuron image) and 0.32 (CPU e2e) each find all six entry points."""
+    """vLLM 0.16 (Neuron image) and 0.32 (CPU e2e) each find every entry point."""
     for layout in (layout_v016, layout_v032):
         importer = importer_for(layout([]))
         for name in compat.CANDIDATES:

@@ -101,7 +101,11 @@ def selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
 
 
 def policies(r: Render) -> dict[str, dict[str, Any]]:
-    return {m["metadata"]["name"]: m for m in r.manifests() if m["kind"] == "NetworkPolicy"}
+    return {
+        m["metadata"]["name"]: m
+        for m in r.manifests()
+        if m["kind"] == "NetworkPolicy" and m["metadata"]["namespace"] == rayservice.NAMESPACE
+    }
 
 
 def pod_labels(r: Render) -> dict[str, dict[str, str]]:

@@ -136,11 +136,19 @@ def plain_vllm(settings: ServeSettings, work: Path, log: Path) -> Iterator[str]:
 
 
 @contextmanager
-def serve_app(settings: ServeSettings, work: Path, serve_env: Mapping[str, str] = RAY_SERVE_ENV) -> Iterator[str]:
+def serve_app(
+    settings: ServeSettings,
+    work: Path,
+    serve_env: Mapping[str, str] = RAY_SERVE_ENV,
+    *,
+    metrics_export_port: int | None = None,
+) -> Iterator[str]:
     """The project's Ray Serve application under a local Ray; yields its root URL.
 
     ``serve_env`` is how Ray Serve carries requests: by default the cluster's (``RAY_SERVE_ENV``, HAProxy ingress).
     It is in the environment before Ray starts, so every Ray process (controller, proxy, replica) reads it.
+    ``metrics_export_port``: where the node's Ray metrics agent serves Prometheus text (a pod's port 8080 in the
+    cluster); None lets Ray pick.
     """
     _check_serve_constants(serve_env)  # before the environment changes: a refusal leaves it as it was
     env = {**engine_env(work), **serve_env}
@@ -160,6 +168,7 @@ def serve_app(settings: ServeSettings, work: Path, serve_env: Mapping[str, str] 
         _temp_dir=str(work / "ray"),
         runtime_env={"env_vars": env},
         logging_level="WARNING",
+        _metrics_export_port=metrics_export_port,
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})

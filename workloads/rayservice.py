@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -50,6 +50,9 @@ DASHBOARD_PORT: Final = 8265
 GCS_PORT: Final = 6379
 CLIENT_PORT: Final = 10001
 METRICS_PORT: Final = 8080
+# Ports Prometheus scrapes on Ray pods, by container port name: every node's metrics agent (Ray core, Ray Serve and
+# vLLM's engine metrics through its Ray stat logger); on the head also the autoscaler's and the dashboard's.
+METRICS_PORTS: Final[dict[str, int]] = {"metrics": METRICS_PORT, "as-metrics": 44217, "dash-metrics": 44227}
 # A cold start is: Karpenter launches a node (~3 min), the ~15 GB image is pulled, 16 GB of weights are downloaded
 # and, without a cached artifact, the model is compiled for Neuron.  KubeRay fails the RayService for good (delete and
 # recreate to retry) once initialization exceeds this, so it is generous.
@@ -161,6 +164,8 @@ class RayServiceInputs:
     hf_token_secret: str | None  # name of the Secret holding HF_TOKEN, or None
     name: str = NAME
     namespace: str = NAMESPACE
+    # Extra environment of the head only: where the Ray dashboard finds Prometheus and Grafana.
+    head_env: Mapping[str, str] = field(default_factory=dict)
 
 
 def serve_settings(inputs: RayServiceInputs) -> ServeSettings:
@@ -244,12 +249,12 @@ def head_group(inputs: RayServiceInputs) -> dict[str, Any]:
                     {
                         "name": "ray-head",
                         "image": inputs.image,
-                        "env": _common_env(inputs),
+                        "env": [*_common_env(inputs), *({"name": k, "value": v} for k, v in inputs.head_env.items())],
                         "ports": [
                             {"name": "gcs-server", "containerPort": GCS_PORT},
                             {"name": "dashboard", "containerPort": DASHBOARD_PORT},
                             {"name": "client", "containerPort": CLIENT_PORT},
-                            {"name": "metrics", "containerPort": METRICS_PORT},
+                            *({"name": n, "containerPort": p} for n, p in METRICS_PORTS.items()),
                         ],
                         "resources": HEAD_RESOURCES,
                         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, _code_mount()],

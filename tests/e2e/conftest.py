@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.bench_servers import serve_app, tiny_settings
+from tools.bench_servers import free_port, serve_app, tiny_settings
 
 from . import tiny_model
 
@@ -29,6 +29,7 @@ class Endpoint:
     model: str
     startup_s: float
     model_dir: Path  # the tiny model (and its tokenizer), for clients that tokenize locally (tools/bench_local.py)
+    metrics_port: int  # the node's Ray metrics agent (a Ray pod's port 8080 in the cluster)
 
     @property
     def openai_url(self) -> str:
@@ -49,10 +50,11 @@ def endpoint(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
     try:
         model_dir = tiny_model.build(work / "model")
         started = time.monotonic()
+        metrics_port = free_port()
         # The same start-up the local benchmark uses: Serve runs build_app with serveConfigV2's args.
         try:
-            with serve_app(tiny_settings(model_dir, SERVED_MODEL), work) as base_url:
-                yield Endpoint(base_url, SERVED_MODEL, time.monotonic() - started, model_dir)
+            with serve_app(tiny_settings(model_dir, SERVED_MODEL), work, metrics_export_port=metrics_port) as base_url:
+                yield Endpoint(base_url, SERVED_MODEL, time.monotonic() - started, model_dir, metrics_port)
         except (RuntimeError, TimeoutError) as exc:
             pytest.fail(str(exc))
     finally:

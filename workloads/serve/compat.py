@@ -8,7 +8,13 @@ four entry points that build it, whose module paths and signatures differ betwee
 - the CLI parser (``make_arg_parser`` on a ``FlexibleArgumentParser``) and ``validate_parsed_serve_args``;
 - ``build_async_engine_client(args)``: async context manager yielding the engine client;
 - ``build_app(args[, supported_tasks[, model_config]])``: the FastAPI app with every vLLM route;
-- ``init_app_state(engine_client, state, args[, supported_tasks])`` (older releases also took ``vllm_config``).
+- ``init_app_state(engine_client, state, args[, supported_tasks])`` (older releases also took ``vllm_config``);
+- ``AsyncLLM`` (its ``from_vllm_config`` takes ``stat_loggers``), ``RayPrometheusStatLogger`` and
+  ``PrometheusStatLogger``: the engine records its metrics through vLLM's Ray stat logger into ``ray.util.metrics``,
+  so each node's Ray metrics agent exports every replica's TTFT/ITL/latency histograms, queue and KV-cache gauges
+  (labelled with the replica); the default Prometheus logger is kept beside it, so the replica's own ``/metrics``
+  route still answers.  ``build_async_engine_client`` offers no way to pass stat loggers, so while it builds the
+  engine, ``AsyncLLM.from_vllm_config`` is wrapped to add them (``engine_stat_loggers``).
 
 Candidates are tried newest first; optional parameters are passed only when the function declares them.  Adding a
 vLLM version means adding a candidate path here, nowhere else.
@@ -21,8 +27,8 @@ import importlib
 import inspect
 import io
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, contextmanager
 from types import ModuleType
 from typing import Any
 
@@ -52,7 +58,11 @@ CANDIDATES: Mapping[str, Sequence[tuple[str, str]]] = {
         ("vllm.entrypoints.launchers.api_server.app_state", "init_app_state"),
         ("vllm.entrypoints.openai.api_server", "init_app_state"),
     ),
+    "AsyncLLM": (("vllm.v1.engine.async_llm", "AsyncLLM"),),
+    "RayPrometheusStatLogger": (("vllm.v1.metrics.ray_wrappers", "RayPrometheusStatLogger"),),
+    "PrometheusStatLogger": (("vllm.v1.metrics.loggers", "PrometheusStatLogger"),),
 }
+STAT_LOGGERS = ("RayPrometheusStatLogger", "PrometheusStatLogger")
 
 Importer = Callable[[str], ModuleType]
 
@@ -99,12 +109,30 @@ def call_with_accepted(fn: Callable[..., Any], *args: Any, **optional: Any) -> A
     return fn(*args, **passed)
 
 
+@contextmanager
+def engine_stat_loggers(engine_class: Any, loggers: Sequence[Any]) -> Iterator[None]:
+    """While the block runs, ``engine_class.from_vllm_config`` builds engines with ``loggers`` as stat loggers."""
+    original = engine_class.__dict__["from_vllm_config"]
+    bound = engine_class.from_vllm_config
+
+    def with_loggers(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs["stat_loggers"] = [*(kwargs.get("stat_loggers") or []), *loggers]
+        return bound(*args, **kwargs)
+
+    engine_class.from_vllm_config = classmethod(with_loggers)
+    try:
+        yield
+    finally:
+        engine_class.from_vllm_config = original
+
+
 class VLLMOpenAI:
     """vLLM's OpenAI server, assembled from whatever layout the installed vLLM has."""
 
-    def __init__(self, importer: Importer = importlib.import_module) -> None:
+    def __init__(self, importer: Importer = importlib.import_module, *, ray_metrics: bool = True) -> None:
         self._importer = importer
         self._stack = AsyncExitStack()
+        self._ray_metrics = ray_metrics
         self.engine_client: Any = None
 
     def _get(self, name: str) -> Any:
@@ -133,8 +161,15 @@ class VLLMOpenAI:
         return args
 
     async def start(self, args: Any) -> Any:
-        """Start the engine (kept running until ``shutdown``) and return its client."""
-        client = await self._stack.enter_async_context(self._get("build_async_engine_client")(args))
+        """Start the engine (kept running until ``shutdown``) and return its client; with ``ray_metrics`` its
+        metrics also go to Ray's metrics agent (vLLM's Ray stat logger)."""
+        build = self._get("build_async_engine_client")
+        if self._ray_metrics:
+            loggers = [self._get(name) for name in STAT_LOGGERS]
+            with engine_stat_loggers(self._get("AsyncLLM"), loggers):
+                client = await self._stack.enter_async_context(build(args))
+        else:
+            client = await self._stack.enter_async_context(build(args))
         self.engine_client = client
         return client
 
