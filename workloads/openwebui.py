@@ -9,6 +9,7 @@ saved once in the database, decides the backend URL and whether sign-up is open.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -16,8 +17,8 @@ from workloads.topology import DEFAULT_POOL, NODEPOOL_LABEL
 
 NAMESPACE: Final = "open-webui"
 NAME: Final = "open-webui"
-# Open WebUI release v0.11.0 (the appVersion of the open-webui Helm chart 16.0.0, schemas/helm-values).
-IMAGE: Final = "ghcr.io/open-webui/open-webui:v0.11.0"
+# Open WebUI release v0.12.4 (newest on PyPI on 2026-12-01); the browser tier runs the PyPI package of this tag.
+IMAGE: Final = "ghcr.io/open-webui/open-webui:v0.12.4"
 PORT: Final = 8080
 SERVICE_PORT: Final = 80
 DATA_DIR: Final = "/app/backend/data"
@@ -51,6 +52,11 @@ def environment(inputs: OpenWebUIInputs) -> list[dict[str, Any]]:
         plain("WEBUI_AUTH", "true"),
         plain("ENABLE_SIGNUP", "true" if inputs.enable_signup else "false"),
         plain("DEFAULT_USER_ROLE", "pending"),
+        # Open WebUI >= 0.12 calls tools natively by default: every chat request carries its built-in tools, which
+        # vLLM refuses ("auto" tool choice needs --enable-auto-tool-choice and a tool-call parser), so no chat gets
+        # an answer; Llama-3-8B-Instruct's chat template has no tools anyway. Legacy (prompt-based) tool calling
+        # sends plain chat requests. Found by the browser tier (tests/e2e/test_browser.py).
+        plain("DEFAULT_MODEL_PARAMS", json.dumps({"function_calling": "legacy"})),
         plain("ENABLE_PERSISTENT_CONFIG", "false"),
         plain("DATA_DIR", DATA_DIR),
         plain("PORT", str(PORT)),
