@@ -13,6 +13,7 @@ is the path, not the text); ``--model`` with a Hugging Face id of a small instru
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import secrets
 import shutil
@@ -37,18 +38,8 @@ ADMIN_EMAIL = "admin@example.com"
 
 
 def real_model_settings(model_dir: Path, name: str) -> ServeSettings:
-    """A small instruct model on the CPU engine: float32 (any x86 CPU), 4 sequences of 4096 tokens."""
-    return ServeSettings(
-        model=str(model_dir),
-        served_model_name=name,
-        device="cpu",
-        tensor_parallel_size=1,
-        max_model_len=4096,
-        max_num_seqs=4,
-        block_size=32,
-        dtype="float32",
-        enforce_eager=True,
-    )
+    """The e2e tier's CPU engine settings (float32: any x86 CPU) with 4 sequences of 4096 tokens."""
+    return dataclasses.replace(tiny_settings(model_dir, name), max_model_len=4096, max_num_seqs=4)
 
 
 def download(model_id: str) -> Path:
