@@ -31,6 +31,7 @@ from workloads.serve.settings import ServeSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = ROOT / "build" / "demo" / "models"
+LOG = ROOT / "build" / "demo" / "open-webui.log"
 TINY = "tiny"
 SUGGESTED = "Qwen/Qwen2.5-0.5B-Instruct"
 ADMIN_NAME = "Demo Admin"
@@ -66,7 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except webui_local.WebUIError as exc:
         print(exc, file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
+    # Ctrl-C (also when started with SIGINT ignored, as a background job) and SIGTERM stop the same way.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     work = Path(tempfile.mkdtemp(prefix="demo-", dir="/tmp"))  # short: Ray's socket paths are limited
     password = secrets.token_urlsafe(12)
     try:
@@ -94,7 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 },
             )
             print("starting Open WebUI", flush=True)
-            log = work / "open-webui.log"
+            log = LOG  # outside the work directory, which goes at exit
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.unlink(missing_ok=True)
             with webui_local.serve(env, webui_local.probe_paths(dev), log, args.webui_venv.resolve()) as ui:
                 print(
                     f"\nOpen WebUI: {ui.url}\n  sign in as {ADMIN_EMAIL} / {password}\n"
