@@ -4,7 +4,7 @@ VENV ?= venv
 PY := $(VENV)/bin/python
 STACK ?= dev
 
-.PHONY: render test lint typecheck unit clean e2e e2e-vllm016 image-proof bench-local bench-overhead
+.PHONY: render test lint typecheck unit clean e2e e2e-vllm016 image-proof browser demo bench-local bench-overhead
 
 SCAN_VENV ?= venv-scan
 
@@ -29,7 +29,7 @@ typecheck: $(VENV)/.installed
 	$(PY) -m mypy
 
 unit: $(VENV)/.installed $(SCAN_VENV)/.installed
-	CHECKOV=$(abspath $(SCAN_VENV))/bin/checkov $(PY) -m pytest -m "not e2e"
+	CHECKOV=$(abspath $(SCAN_VENV))/bin/checkov $(PY) -m pytest -m "not e2e and not browser"
 
 test: lint typecheck unit  ## everything CI runs
 
@@ -69,6 +69,36 @@ image-proof: $(VLLM016_VENV)/.installed  ## the serving image's packages + its i
 
 e2e-vllm016: $(VLLM016_VENV)/.installed  ## the e2e serve tests on the image-like vLLM 0.16 venv
 	$(VLLM016_VENV)/bin/python -m pytest -m e2e tests/e2e/test_serve_e2e.py
+
+# Open WebUI from PyPI at the release the image pins (tools/webui_local.py reads it from workloads/openwebui.py, so
+# a new image tag means a new venv), in a venv of its own: it pins ~100 packages of its own (fastapi, transformers,
+# chromadb...) and pulls torch through sentence-transformers, so torch's CPU wheel goes in first, as for venv-e2e.
+WEBUI_VENV ?= venv-webui
+WEBUI_VERSION := $(shell $(PYTHON) -m tools.webui_local --version)
+
+$(WEBUI_VENV)/.installed-$(WEBUI_VERSION):
+	rm -rf $(WEBUI_VENV)
+	$(PYTHON) -m venv $(WEBUI_VENV)
+	$(WEBUI_VENV)/bin/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(WEBUI_VENV)/bin/python -m pip install --quiet --disable-pip-version-check open-webui==$(WEBUI_VERSION)
+	touch $@
+
+# Browser tier (tests/e2e/test_browser.py): Open WebUI with the rendered Deployment's environment in front of the
+# e2e tier's serve app, driven by Debian's chromium + chromium-driver (.ci/run installs them). It runs in a network
+# namespace of its own with only loopback (unshare; iproute2 brings lo up), so nothing in it can reach the internet.
+OFFLINE_NETNS := unshare --net --map-root-user sh -c 'ip link set lo up && exec "$$@"' offline-netns
+
+browser: $(E2E_VENV)/.installed $(WEBUI_VENV)/.installed-$(WEBUI_VERSION)  ## the browser tier (Open WebUI + chromium)
+	WEBUI_VENV=$(abspath $(WEBUI_VENV)) $(OFFLINE_NETNS) $(E2E_VENV)/bin/python -m pytest -m browser tests/e2e
+
+# A local chat for a person: the serve app and Open WebUI on 127.0.0.1 (URL and admin credentials printed; Ctrl-C
+# stops both). DEMO_MODEL=<Hugging Face id> serves a real instruct model instead of the offline tiny one
+# (docs/demo.md).
+DEMO_MODEL ?= tiny
+DEMO_PORT ?= 8080
+
+demo: $(E2E_VENV)/.installed $(WEBUI_VENV)/.installed-$(WEBUI_VERSION)  ## chat locally: serve app + Open WebUI
+	$(E2E_VENV)/bin/python -m tools.demo --model $(DEMO_MODEL) --port $(DEMO_PORT) --webui-venv $(WEBUI_VENV)
 
 # The cluster's benchmark sweep (workloads/bench) against the e2e tier's CPU server, with its report and plots.
 # Extra flags via BENCH_ARGS, e.g. BENCH_ARGS="--output-tokens 32 --requests-per-concurrency 2".

@@ -101,3 +101,9 @@ def test_deployment_waits_for_its_secret_volume_and_pool(dev: Render) -> None:
     assert dev.one("kubernetes:core/v1:Secret", "openwebui-secret")["urn"] in deps
     assert dev.one("kubernetes:core/v1:PersistentVolumeClaim", "openwebui-data")["urn"] in deps
     assert dev.one("kubernetes:karpenter.sh/v1:NodePool", "karpenter-nodepool-default")["urn"] in deps
+
+
+def test_chats_go_out_without_native_tool_calls(dev: Render) -> None:
+    # Open WebUI >= 0.12 adds its built-in tools to every chat unless function calling is "legacy"; vLLM without
+    # --enable-auto-tool-choice refuses such requests (the browser tier showed the error in place of an answer).
+    assert json.loads(env(dev)["DEFAULT_MODEL_PARAMS"]["value"]) == {"function_calling": "legacy"}

@@ -9,6 +9,7 @@ saved once in the database, decides the backend URL and whether sign-up is open.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -19,6 +20,7 @@ NAME: Final = "open-webui"
 # Open WebUI v0.12.4, the newest release on PyPI on 2026-12-01 (open-webui 0.12.4); its release workflow tags the image
 # with the release's git tag.  Every variable environment() sets was checked against that release's own code
 # (open_webui/env.py and config.py of the 0.12.4 wheel); docs/versions.md says how, and what reads the others.
+# The browser tier runs the PyPI package of this tag (tools/webui_local.py reads it from here).
 IMAGE: Final = "ghcr.io/open-webui/open-webui:v0.12.4"
 PORT: Final = 8080
 SERVICE_PORT: Final = 80
@@ -53,6 +55,11 @@ def environment(inputs: OpenWebUIInputs) -> list[dict[str, Any]]:
         plain("WEBUI_AUTH", "true"),
         plain("ENABLE_SIGNUP", "true" if inputs.enable_signup else "false"),
         plain("DEFAULT_USER_ROLE", "pending"),
+        # Open WebUI >= 0.12 calls tools natively by default: every chat request carries its built-in tools, which
+        # vLLM refuses ("auto" tool choice needs --enable-auto-tool-choice and a tool-call parser), so no chat gets
+        # an answer; Llama-3-8B-Instruct's chat template has no tools anyway. Legacy (prompt-based) tool calling
+        # sends plain chat requests. Found by the browser tier (tests/e2e/test_browser.py).
+        plain("DEFAULT_MODEL_PARAMS", json.dumps({"function_calling": "legacy"})),
         plain("ENABLE_PERSISTENT_CONFIG", "false"),
         plain("DATA_DIR", DATA_DIR),
         plain("PORT", str(PORT)),

@@ -1,11 +1,14 @@
 """End-to-end tier: the project's serve application under a local Ray, on the vLLM CPU engine, with a tiny model.
 
 Run with ``make e2e`` (its own venv, ``requirements-e2e.txt``).  Nothing here is imported by the default tier's
-modules; Ray, vLLM and torch are imported inside the session fixture only.
+modules; Ray, vLLM and torch are imported inside the session fixture only. The browser tier (``make browser``,
+``test_browser.py``) shares the serve app; its module imports Selenium, so a venv without Selenium leaves it out of
+collection unless the run asks for the ``browser`` marker (then the import error shows).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import tempfile
 import time
@@ -21,6 +24,18 @@ from . import tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVED_MODEL = "tiny-llama"
+
+
+def _asked_for(config: pytest.Config, marker: str) -> bool:
+    """The run's ``-m`` expression selects ``marker`` (names it, and not as ``not marker``)."""
+    expr = config.getoption("markexpr") or ""
+    return marker in expr.split() and f"not {marker}" not in expr
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if collection_path.name == "test_browser.py" and importlib.util.find_spec("selenium") is None:
+        return not _asked_for(config, "browser")
+    return None
 
 
 @dataclass(frozen=True)
@@ -42,7 +57,7 @@ def endpoint(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
         import ray  # noqa: F401
     except ImportError:
         message = "the e2e tier needs Ray and vLLM: run `make e2e` (venv-e2e from requirements-e2e.txt)"
-        if "e2e" in (request.config.getoption("markexpr") or ""):
+        if _asked_for(request.config, "e2e") or _asked_for(request.config, "browser"):
             pytest.fail(message)  # asked for explicitly: missing dependencies are a failure, not a skip
         pytest.skip(message)  # a plain `pytest` in the default venv, which `make test` never does
     # Short path: Ray's unix sockets live under the temp dir and have a ~107-character limit.
