@@ -145,6 +145,17 @@ def plain_vllm(settings: ServeSettings, work: Path, log: Path) -> Iterator[str]:
                 proc.wait()
 
 
+def haproxy_side_ports() -> dict[str, str]:
+    """Free loopback ports for the HAProxy ingress's Prometheus frontend and stats page (Ray's defaults 9101 and 8404
+    bind 0.0.0.0), so two local serve apps on one machine (the e2e session's and a test's own, or two checkouts')
+    do not fail each other's HAProxy start with "Address already in use". Only the local servers move them; the
+    cluster keeps Ray's defaults (nothing there scrapes or probes them)."""
+    return {
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+    }
+
+
 @contextmanager
 def serve_app(
     settings: ServeSettings,
@@ -161,7 +172,7 @@ def serve_app(
     cluster); None lets Ray pick.
     """
     _check_serve_constants(serve_env)  # before the environment changes: a refusal leaves it as it was
-    env = {**engine_env(work), **serve_env}
+    env = {**engine_env(work), **serve_env, **haproxy_side_ports()}
     saved = {k: os.environ.get(k) for k in (*env, "RAY_TMPDIR")}
     os.environ.update(env)
     os.environ["RAY_TMPDIR"] = str(work / "ray")
