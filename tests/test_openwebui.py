@@ -51,7 +51,7 @@ def test_secret_key_comes_from_a_random_password_in_a_secret(dev: Render) -> Non
     secret = manifest(dev, "Secret", ref["name"])
     assert secret["metadata"]["namespace"] == "open-webui"
     assert secret["stringData"] == {ref["key"]: "[secret]"}
-    (password,) = dev.of_type("random:index/randomPassword:RandomPassword")
+    (password,) = [p for p in dev.of_type("random:index/randomPassword:RandomPassword") if "openwebui" in p["name"]]
     assert password["inputs"]["length"] >= 32
     # The mock's password value never appears anywhere in the render.
     value = _hex(password["name"], "password", n=32)
