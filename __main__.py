@@ -13,7 +13,7 @@ from infra.network import Network, NetworkArgs
 from infra.neuron import Neuron, NeuronArgs
 from infra.observability import Observability, ObservabilityArgs
 from infra.openwebui import OpenWebUI, OpenWebUIArgs, port_forward_command
-from infra.serving import Serving, ServingArgs, port_forward_commands
+from infra.serving import Serving, ServingArgs, api_key_command, port_forward_commands
 from workloads.bench import NAME as BENCH_JOB
 from workloads.bench import NAMESPACE as BENCH_NAMESPACE
 from workloads.presets import PRESETS
@@ -57,6 +57,8 @@ cluster = Cluster(
         public_subnet_ids=network.public_subnet_ids,
         private_egress=network.private_egress,
         retained_storage=cfg.is_prod,
+        # The Ray head gets a security group of its own, the only one the GCS store admits.
+        pod_security_groups=cfg.serving.gcs_fault_tolerance,
     ),
     opts=on_aws,
 )
@@ -97,6 +99,8 @@ serving = Serving(
         protect_data=cfg.is_prod,
         cluster=cluster,
         kuberay=kuberay,
+        vpc_id=network.vpc_id,
+        private_subnet_ids=network.private_subnet_ids,
         capacity=[karpenter.node_pools[SERVING_PRESET.pool], neuron.release],
     ),
     opts=on_aws,
@@ -112,6 +116,7 @@ ui = OpenWebUI(
         storage_class=RETAINED_STORAGE_CLASS if cfg.is_prod else DEFAULT_STORAGE_CLASS,
         protect_data=cfg.is_prod,
         cluster=cluster,
+        api_key=serving.api_key,
         capacity=[karpenter.node_pools[DEFAULT_POOL]],
     ),
     opts=on_aws,
@@ -126,6 +131,7 @@ if cfg.benchmark.enabled:
             cluster_name=cfg.cluster.name,
             model_id=cfg.serving.model_id,
             hf_token=cfg.serving.hf_token,
+            api_key=serving.api_key,
             cluster=cluster,
             artifact_bucket=serving.artifact_bucket,
             target=serving.rayservice,
@@ -153,6 +159,7 @@ pulumi.export("nodePoolNames", karpenter.node_pool_names)
 pulumi.export("interruptionQueueName", karpenter.interruption_queue_name)
 pulumi.export("dashboardUrl", observability.dashboard_url)
 pulumi.export("servingEndpoint", serving.endpoint)
+pulumi.export("servingApiKeyCommand", api_key_command())
 pulumi.export("modelId", serving.model_id)
 pulumi.export("imageRepositoryUrl", serving.image_repository_url)
 pulumi.export("artifactBucketName", serving.artifact_bucket_name)
