@@ -25,6 +25,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from infra.k8s_secret import opaque_secret
 from workloads import rayservice
 
 PORT: Final = 6379
@@ -101,26 +102,22 @@ class GcsStore(pulumi.ComponentResource):
             description="GCS store (ElastiCache): port 6379 from the Ray head pods' security group only",
             opts=child,
         )
-        aws.vpc.SecurityGroupIngressRule(
-            f"{name}-store-from-client",
-            security_group_id=store_sg.id,
-            referenced_security_group_id=client.id,
-            ip_protocol="tcp",
-            from_port=PORT,
-            to_port=PORT,
-            description="Ray head pods to the GCS store",
-            opts=child,
-        )
-        aws.vpc.SecurityGroupEgressRule(
-            f"{name}-client-to-store",
-            security_group_id=client.id,
-            referenced_security_group_id=store_sg.id,
-            ip_protocol="tcp",
-            from_port=PORT,
-            to_port=PORT,
-            description="Ray head pods to the GCS store",
-            opts=child,
-        )
+        # One rule each way: the store admits the client group, the client group may reach the store.
+        rules: list[tuple[Any, str, aws.ec2.SecurityGroup, aws.ec2.SecurityGroup]] = [
+            (aws.vpc.SecurityGroupIngressRule, "store-from-client", store_sg, client),
+            (aws.vpc.SecurityGroupEgressRule, "client-to-store", client, store_sg),
+        ]
+        for rule, suffix, own, peer in rules:
+            rule(
+                f"{name}-{suffix}",
+                security_group_id=own.id,
+                referenced_security_group_id=peer.id,
+                ip_protocol="tcp",
+                from_port=PORT,
+                to_port=PORT,
+                description="Ray head pods to the GCS store",
+                opts=child,
+            )
         subnets = aws.elasticache.SubnetGroup(
             f"{name}-subnets",
             name=f"{args.cluster_name.lower()}-gcs",
@@ -151,11 +148,12 @@ class GcsStore(pulumi.ComponentResource):
             auto_minor_version_upgrade=True,
             opts=child,
         )
-        secret = k8s.core.v1.Secret(
+        secret = opaque_secret(
             f"{name}-auth-token",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=rayservice.GCS_STORE_SECRET, namespace=args.namespace),
-            type="Opaque",
-            string_data={rayservice.GCS_STORE_SECRET_KEY: token.result.apply(pulumi.Output.secret)},
+            args.namespace,
+            name=rayservice.GCS_STORE_SECRET,
+            key=rayservice.GCS_STORE_SECRET_KEY,
+            value=token.result.apply(pulumi.Output.secret),
             opts=on_k8s,
         )
         policy = pulumi.Output.all(args.namespace, args.cluster_security_group_id, client.id).apply(

@@ -30,6 +30,7 @@ import pulumi_random as random
 from infra import iam
 from infra.config import ServingConfig
 from infra.gcs_store import GcsStore, GcsStoreArgs
+from infra.k8s_secret import opaque_secret
 from infra.kuberay import NAMESPACE as KUBERAY_NAMESPACE
 from workloads import netpol, presets, rayservice
 
@@ -132,11 +133,12 @@ def api_key_secret(
     resource_name: str, namespace: pulumi.Input[str], key: pulumi.Input[str], opts: pulumi.ResourceOptions
 ) -> k8s.core.v1.Secret:
     """The serve endpoint's API key as a Secret (the workers' gate, Open WebUI and the benchmark read it)."""
-    return k8s.core.v1.Secret(
+    return opaque_secret(
         resource_name,
-        metadata=k8s.meta.v1.ObjectMetaArgs(name=rayservice.API_KEY_SECRET, namespace=namespace),
-        type="Opaque",
-        string_data={rayservice.API_KEY_SECRET_KEY: key},
+        namespace,
+        name=rayservice.API_KEY_SECRET,
+        key=rayservice.API_KEY_SECRET_KEY,
+        value=key,
         opts=opts,
     )
 
@@ -155,12 +157,8 @@ def hf_token_secret(
     resource_name: str, namespace: pulumi.Input[str], token: pulumi.Input[str], opts: pulumi.ResourceOptions
 ) -> k8s.core.v1.Secret:
     """The Hugging Face token as the Secret the Ray workers (and the benchmark's tokenizer) read it from."""
-    return k8s.core.v1.Secret(
-        resource_name,
-        metadata=k8s.meta.v1.ObjectMetaArgs(name=rayservice.HF_TOKEN_SECRET, namespace=namespace),
-        type="Opaque",
-        string_data={rayservice.HF_TOKEN_KEY: token},
-        opts=opts,
+    return opaque_secret(
+        resource_name, namespace, name=rayservice.HF_TOKEN_SECRET, key=rayservice.HF_TOKEN_KEY, value=token, opts=opts
     )
 
 
