@@ -4,7 +4,7 @@ VENV ?= venv
 PY := $(VENV)/bin/python
 STACK ?= dev
 
-.PHONY: render test lint typecheck unit clean e2e bench-local bench-overhead
+.PHONY: render test lint typecheck unit clean e2e faults bench-local bench-overhead
 
 SCAN_VENV ?= venv-scan
 
@@ -29,7 +29,7 @@ typecheck: $(VENV)/.installed
 	$(PY) -m mypy
 
 unit: $(VENV)/.installed $(SCAN_VENV)/.installed
-	CHECKOV=$(abspath $(SCAN_VENV))/bin/checkov $(PY) -m pytest -m "not e2e"
+	CHECKOV=$(abspath $(SCAN_VENV))/bin/checkov $(PY) -m pytest -m "not e2e and not faults"
 
 test: lint typecheck unit  ## everything CI runs
 
@@ -49,6 +49,11 @@ $(E2E_VENV)/.installed: requirements.txt requirements-dev.txt requirements-e2e.t
 
 e2e: $(E2E_VENV)/.installed  ## the end-to-end tier (real Ray Serve + vLLM CPU engine, tiny local model)
 	$(E2E_VENV)/bin/python -m pytest -m e2e tests/e2e
+
+# The fault tier (tests/e2e/test_faults.py): the same server with its GCS in a TLS Redis (redis-server and openssl
+# from the OS; .ci/run installs them), under faults, overload, bad input and a soak. SOAK_S sets the soak's length.
+faults: $(E2E_VENV)/.installed  ## the fault tier: figures for recovery, refusal and the soak (docs/failure-modes.md)
+	$(E2E_VENV)/bin/python -m pytest -m faults tests/e2e -s
 
 # The cluster's benchmark sweep (workloads/bench) against the e2e tier's CPU server, with its report and plots.
 # Extra flags via BENCH_ARGS, e.g. BENCH_ARGS="--output-tokens 32 --requests-per-concurrency 2".
