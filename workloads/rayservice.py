@@ -10,6 +10,9 @@
   the artifact bucket).
 - Code: the ``.py`` files of ``workloads/serve`` in a ConfigMap mounted as the package ``llm_serve``; a hash of them
   in both pod templates, so a code change rolls the cluster through KubeRay's zero-downtime ``NewCluster`` upgrade.
+- The endpoint asks for an API key: the workers read it from a Secret (``LLM_API_KEY``); serveConfigV2 bounds the
+  queue (``max_queued_requests``, 429 beyond it); a PodDisruptionBudget keeps a worker through node drains; with a
+  GCS store (prod), ``gcsFaultToleranceOptions`` lets the head restart without restarting the cluster.
 """
 
 from __future__ import annotations
