@@ -9,6 +9,7 @@ from infra.cluster import DEFAULT_STORAGE_CLASS, RETAINED_STORAGE_CLASS, Cluster
 from infra.config import load
 from infra.karpenter import Karpenter, KarpenterArgs
 from infra.kuberay import KubeRay, KubeRayArgs
+from infra.monitoring import Monitoring, MonitoringArgs
 from infra.network import Network, NetworkArgs
 from infra.neuron import Neuron, NeuronArgs
 from infra.observability import Observability, ObservabilityArgs
@@ -67,7 +68,12 @@ cluster = Cluster(
 karpenter = Karpenter(
     "karpenter",
     KarpenterArgs(
-        config=cfg.capacity, cluster_name=cfg.cluster.name, region=cfg.region, cluster=cluster, tags=cfg.tags
+        config=cfg.capacity,
+        cluster_name=cfg.cluster.name,
+        cluster_version=cfg.cluster.version,
+        region=cfg.region,
+        cluster=cluster,
+        tags=cfg.tags,
     ),
     opts=on_aws,
 )
@@ -82,6 +88,22 @@ observability = Observability(
         cluster_name=cfg.cluster.name,
         cluster_version=cfg.cluster.version,
         region=cfg.region,
+        cluster=cluster,
+        capacity=[karpenter.node_pools[DEFAULT_POOL]],
+    ),
+    opts=on_aws,
+)
+
+# Metrics: Prometheus, Alertmanager (alerts to an SNS topic), Grafana and kube-state-metrics on the default pool.
+metrics = Monitoring(
+    "monitoring",
+    MonitoringArgs(
+        config=cfg.monitoring,
+        cluster_name=cfg.cluster.name,
+        region=cfg.region,
+        # prod: the metrics history's volume outlives the stack (Retain); dev: it goes with it.
+        storage_class=RETAINED_STORAGE_CLASS if cfg.is_prod else DEFAULT_STORAGE_CLASS,
+        protect_data=cfg.is_prod,
         cluster=cluster,
         capacity=[karpenter.node_pools[DEFAULT_POOL]],
     ),
@@ -158,9 +180,12 @@ pulumi.export("oidcProviderArn", cluster.oidc_provider_arn)
 pulumi.export("nodePoolNames", karpenter.node_pool_names)
 pulumi.export("interruptionQueueName", karpenter.interruption_queue_name)
 pulumi.export("dashboardUrl", observability.dashboard_url)
+pulumi.export("grafanaPortForward", metrics.grafana_port_forward)
+pulumi.export("alertTopicArn", metrics.alert_topic_arn)
 pulumi.export("servingEndpoint", serving.endpoint)
 pulumi.export("servingApiKeyCommand", api_key_command())
 pulumi.export("modelId", serving.model_id)
+pulumi.export("servingImage", serving.image)
 pulumi.export("imageRepositoryUrl", serving.image_repository_url)
 pulumi.export("artifactBucketName", serving.artifact_bucket_name)
 pulumi.export("servePortForward", port_forward_commands()["serve"])

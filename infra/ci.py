@@ -4,12 +4,14 @@ Created only when ``eks-neuron-llm:githubRepository`` names a repository.  Both 
 for that repository only, with audience ``sts.amazonaws.com``:
 
 - the *preview* role (``.github/workflows/preview.yml``) is assumable from pull-request workflows and reads
-  metadata only: describe/list/get calls in the stack's region, IAM reads inside the account, and the EKS view
-  access policy.  It can read no object data and no secret, and it can change nothing.
-- the *deploy* role (``deploy.yml``, ``image.yml``) is assumable from the ``main`` branch and from jobs in the
-  ``prod`` GitHub environment (which has required reviewers).  Deploying this stack creates IAM roles, EKS, EC2,
-  KMS, SQS, EventBridge, S3 and ECR resources, so it needs broad rights: every action of those services, but only in
-  the stack's region, and IAM actions only on roles, policies, instance profiles and OIDC providers of this account.
+  metadata only: describe/list/get calls in the stack's region, IAM reads inside the account, AWS's public EKS AMI
+  parameters (the program checks the pinned AMI release, infra/ami.py), and the EKS view access policy.  It can read
+  no object data, no parameter or secret of the account, and it can change nothing.
+- the *deploy* role (``deploy.yml``) is assumable from the ``main`` branch and from jobs in the ``prod`` GitHub
+  environment (which has required reviewers).  Deploying this stack creates IAM roles, EKS, EC2, KMS, SQS,
+  EventBridge, S3, ECR and CodeBuild resources and runs the serving image build (``infra/image_build.py`` starts it
+  with these credentials), so it needs broad rights: every action of those services, but only in the stack's
+  region, and IAM actions only on roles, policies, instance profiles and OIDC providers of this account.
   Because it can create and attach IAM roles it is administrator-equivalent inside the account; the protection is
   who can trigger it (main, or the reviewed ``prod`` environment), not the policy.
 """
@@ -38,6 +40,7 @@ EKS_CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClus
 DEPLOY_SERVICES = (
     "autoscaling",
     "cloudwatch",
+    "codebuild",
     "ec2",
     "ecr",
     "eks",
@@ -66,6 +69,8 @@ PREVIEW_REGIONAL_READS = (
     "events:DescribeRule",
     "events:ListTagsForResource",
     "events:ListTargetsByRule",
+    "codebuild:BatchGetProjects",
+    "ecr:DescribePullThroughCacheRules",
     "ecr:DescribeRepositories",
     "ecr:GetLifecyclePolicy",
     "ecr:GetRepositoryPolicy",
@@ -80,6 +85,10 @@ PREVIEW_REGIONAL_READS = (
     "cloudwatch:GetDashboard",
     "cloudwatch:ListTagsForResource",
 )
+# AWS-owned public parameters (no account in the ARN) the program lists at preview: the EKS AMI releases per minor,
+# architecture and variant (infra/ami.py).
+PUBLIC_AMI_PARAMETERS = "parameter/aws/service/eks/optimized-ami/*"
+PUBLIC_PARAMETER_READS = ("ssm:GetParametersByPath",)
 PREVIEW_IAM_READS = (
     "iam:GetInstanceProfile",
     "iam:GetOpenIDConnectProvider",
@@ -179,6 +188,12 @@ def preview_policy(account_id: str, region: str) -> iam.PolicyDocument:
                 "Effect": "Allow",
                 "Action": list(PREVIEW_IAM_READS),
                 "Resource": _account_iam_resources(account_id),
+            },
+            {
+                "Sid": "ReadPublicEksAmiParameters",
+                "Effect": "Allow",
+                "Action": list(PUBLIC_PARAMETER_READS),
+                "Resource": f"arn:aws:ssm:{region}::{PUBLIC_AMI_PARAMETERS}",
             },
         ],
     }

@@ -33,8 +33,24 @@ PROJECT = "eks-neuron-llm"
 ACCELERATOR_REGIONS: tuple[str, ...] = ("us-east-1", "us-east-2", "us-west-2")
 
 # EKS Kubernetes versions in standard support that this stack is tested against (kubernetes-validate schemas and
-# the Karpenter/KubeRay/Neuron versions pinned here).  The first entry is the oldest allowed.
-EKS_VERSIONS: tuple[str, ...] = ("1.34", "1.35", "1.36")
+# the Karpenter/KubeRay/Neuron versions pinned here).  The first entry is the oldest allowed.  1.34 was dropped when it
+# left standard support (2026-12-02): a cluster in extended support costs six times as much per hour, and the stack
+# pins nothing that needs it; a stack still on 1.34 gets a one-line refusal and upgrades to 1.35 (docs/versions.md).
+EKS_VERSIONS: tuple[str, ...] = ("1.35", "1.36")
+# The clusterVersion default of Pulumi.yaml (tests/test_config.py keeps the two equal).
+DEFAULT_EKS_VERSION = "1.35"
+
+# Tag keys Karpenter 1.14.1's EC2NodeClass refuses in spec.tags (CEL rules of its CRD; Karpenter sets them itself on
+# what it launches). The stack's tags go to both node classes, so such a key would fail `pulumi up` at the node class.
+# tests/test_cel.py keeps this list equal to the vendored CRD's rules.
+KARPENTER_RESERVED_TAG_KEYS = (
+    "eks:eks-cluster-name",
+    "karpenter.sh/nodepool",
+    "karpenter.sh/nodeclaim",
+    "karpenter.k8s.aws/ec2nodeclass",
+)
+KARPENTER_RESERVED_TAG_PREFIX = "kubernetes.io/cluster"
+
 
 Environment = Literal["dev", "prod"]
 NatMode = Literal["single", "perAz"]
@@ -74,7 +90,7 @@ CapacityType = Literal["on-demand", "spot"]
 class CapacityConfig:
     """Karpenter node classes and pools: the AMI, the disks, the instance types, limits and disruption settings."""
 
-    ami_alias: str  # al2023@vYYYYMMDD: the AL2023 release; Karpenter picks the Neuron variant for inf/trn itself
+    ami_version: str  # vYYYYMMDD: the AL2023 release (infra/ami.py checks it is published before deploy)
     default_disk_gib: int
     neuron_disk_gib: int
     default_pool_cpu_limit: int
@@ -97,7 +113,7 @@ class ServingConfig:
 
     preset: str  # a key of workloads.presets.PRESETS, named after the worker instance type
     model_id: str  # a key of workloads.presets.MODELS
-    image: str  # serving image, pinned by tag or digest
+    image: str  # a prebuilt serving image pinned by tag or digest, or "" for the one the stack builds
     # Hugging Face token: a secret Output, or None when unset (the default model is not gated).
     hf_token: pulumi.Output[str] | None
     openwebui_enable_signup: bool
@@ -105,6 +121,11 @@ class ServingConfig:
     # GCS fault tolerance: an ElastiCache (Valkey) store the Ray head persists the GCS to, so a head restart does not
     # restart the Ray cluster (infra/gcs_store.py).  Off in dev (cost), on in prod.
     gcs_fault_tolerance: bool
+
+    @property
+    def builds_image(self) -> bool:
+        """True when the stack builds workloads/image itself (``servingImage`` left empty, the default)."""
+        return not self.image
 
 
 @dataclass(frozen=True)
@@ -127,6 +148,15 @@ class BenchmarkConfig:
 
 
 @dataclass(frozen=True)
+class MonitoringConfig:
+    """Prometheus, Grafana and the alerts (infra/monitoring.py, workloads/monitoring): thresholds and recipients."""
+
+    alert_emails: tuple[str, ...]  # SNS email subscriptions of the alert topic (each confirms by mail)
+    ttft_p95_alert_ms: int  # time-to-first-token p95 above this for 10 minutes alerts
+    error_5xx_alert_percent: int  # share of 5xx responses above this for 5 minutes alerts
+
+
+@dataclass(frozen=True)
 class StackConfig:
     project: str
     stack: str
@@ -139,6 +169,7 @@ class StackConfig:
     serving: ServingConfig
     benchmark: BenchmarkConfig
     ci: CiConfig
+    monitoring: MonitoringConfig
 
     @property
     def is_prod(self) -> bool:
@@ -156,6 +187,9 @@ class _Reader:
         self.raw = raw
         self.problems: list[str] = []
         self.read: set[str] = set()
+        # The value each key falls back to when it is missing or bad (so later cross-checks still run); the test
+        # suite holds every non-empty one equal to the key's Pulumi.yaml default.
+        self.fallbacks: dict[str, object] = {}
 
     def _full(self, key: str) -> str:
         return key if ":" in key else f"{PROJECT}:{key}"
@@ -180,6 +214,7 @@ class _Reader:
         allowed: str = "",
         fallback: str = "",
     ) -> str:
+        self.fallbacks[self._full(key)] = fallback
         value = self._get(key)
         if value is None:
             return fallback
@@ -192,6 +227,7 @@ class _Reader:
         return value
 
     def integer(self, key: str, lo: int, hi: int, *, allowed: str = "", fallback: int = 0) -> int:
+        self.fallbacks[self._full(key)] = fallback
         value = self._get(key)
         if value is None:
             return fallback
@@ -237,6 +273,9 @@ class _Reader:
                 self.bad(key, {k: v}, "string values (AWS tag values)")
             elif not re.fullmatch(r"[\w .:/=+\-@]{1,128}", k) or k.lower().startswith("aws:"):
                 self.bad(key, k, "tag keys of 1-128 letters, digits, spaces or _.:/=+-@, not starting with aws:")
+            elif k in KARPENTER_RESERVED_TAG_KEYS or k.startswith(KARPENTER_RESERVED_TAG_PREFIX):
+                reserved = ", ".join([f"{KARPENTER_RESERVED_TAG_PREFIX}*", *KARPENTER_RESERVED_TAG_KEYS])
+                self.bad(key, k, f"tag keys Karpenter's EC2NodeClass accepts, so not {reserved}")
             else:
                 out[k] = str(v)
         return out
@@ -283,7 +322,7 @@ def _cluster(r: _Reader, environment: str) -> ClusterConfig:
         pattern=r"[a-zA-Z][a-zA-Z0-9-]{0,37}",
         allowed="1-38 letters, digits or hyphens, starting with a letter (IAM role names are derived from it)",
     )
-    version = r.text("clusterVersion", choices=EKS_VERSIONS, fallback=EKS_VERSIONS[-1])
+    version = r.text("clusterVersion", choices=EKS_VERSIONS, fallback=DEFAULT_EKS_VERSION)
     cidrs = r.text_list("publicAccessCidrs", _cidr_ok, "an IPv4 CIDR such as 203.0.113.0/24")
     if environment == "prod" and not cidrs:
         r.bad("publicAccessCidrs", [], "at least one narrowed CIDR in prod")
@@ -340,8 +379,8 @@ def _capacity(r: _Reader) -> CapacityConfig:
     ami = r.text(
         "nodeAmiVersion",
         pattern=r"v20[0-9]{6}",
-        allowed="a pinned EKS AL2023 AMI release such as v20260930 (awslabs/amazon-eks-ami releases); not latest",
-        fallback="v20260930",
+        allowed="a pinned EKS AL2023 AMI release such as v20260714 (awslabs/amazon-eks-ami releases); not latest",
+        fallback="v20260714",
     )
     default_disk = r.integer("defaultNodeDiskGiB", 20, 16384, fallback=100)
     neuron_disk = r.integer(
@@ -367,15 +406,15 @@ def _capacity(r: _Reader) -> CapacityConfig:
     )
     budget = r.text(
         "acceleratorDisruptionBudget",
-        pattern=r"[0-9]+%?",
-        allowed="a node count such as 1, or a percentage such as 10%; 0 blocks voluntary disruption",
+        pattern=r"[0-9]+|(100|[0-9]{1,2})%",  # the NodePool CRD's budgets[].nodes pattern
+        allowed="a node count such as 1, or a percentage from 0% to 100%; 0 blocks voluntary disruption",
         fallback="1",
     )
     expire_after = r.text(
         "nodeExpireAfter", pattern=rf"{_DURATION}|Never", allowed="a duration such as 720h, or Never", fallback="720h"
     )
     return CapacityConfig(
-        ami_alias=f"al2023@{ami}",
+        ami_version=ami,
         default_disk_gib=default_disk,
         neuron_disk_gib=neuron_disk,
         default_pool_cpu_limit=default_cpu,
@@ -409,8 +448,9 @@ def _serving(r: _Reader, capacity: CapacityConfig) -> ServingConfig:
             r.bad("servingPreset", preset_name, f"a preset that fits {model_id}: {reason}")
     image = r.text(
         "servingImage",
-        pattern=_IMAGE,
-        allowed="an image reference pinned by tag or digest, e.g. <account>.dkr.ecr.<region>.amazonaws.com/repo:tag",
+        pattern=f"(?:{_IMAGE})?",
+        allowed="empty (the stack builds workloads/image) or an image reference pinned by tag or digest, e.g. "
+        "<account>.dkr.ecr.<region>.amazonaws.com/repo:tag",
     )
     if image and "@" not in image and ":" not in image.rsplit("/", 1)[-1]:
         r.bad("servingImage", image, "an image pinned by a tag or a digest (this one has neither)")
@@ -463,6 +503,20 @@ def _benchmark(r: _Reader) -> BenchmarkConfig:
     return BenchmarkConfig(enabled=enabled == "true", results_prefix=prefix)
 
 
+_EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+
+
+def _monitoring(r: _Reader) -> MonitoringConfig:
+    emails = r.text_list(
+        "alertEmails", lambda v: re.fullmatch(_EMAIL, v) is not None, "an e-mail address such as ops@example.com"
+    )
+    if len(set(emails)) != len(emails):
+        r.bad("alertEmails", list(emails), "each address once")
+    ttft = r.integer("alertTtftP95Ms", 100, 600000, allowed="milliseconds from 100 to 600000", fallback=5000)
+    errors = r.integer("alert5xxPercent", 1, 100, allowed="a percentage from 1 to 100", fallback=5)
+    return MonitoringConfig(alert_emails=emails, ttft_p95_alert_ms=ttft, error_5xx_alert_percent=errors)
+
+
 def _ci(r: _Reader) -> CiConfig:
     repository = r.text(
         "githubRepository",
@@ -505,6 +559,7 @@ def _read_all(r: _Reader) -> dict[str, Any]:
         "serving": _serving(r, capacity),
         "benchmark": _benchmark(r),
         "ci": _ci(r),
+        "monitoring": _monitoring(r),
     }
 
 

@@ -60,14 +60,15 @@ class RoleWithPolicies(NamedTuple):
 def role_with_policies(
     name: str,
     *,
-    trust: PolicyDocument,
+    trust: PolicyDocument | pulumi.Output[PolicyDocument],
     managed: Sequence[str] = (),
     inline: pulumi.Input[str] | None = None,
     description: str,
     parent: pulumi.Resource,
 ) -> RoleWithPolicies:
     child = pulumi.ResourceOptions(parent=parent)
-    r = aws.iam.Role(name, assume_role_policy=to_json(trust), description=description, opts=child)
+    assume = trust.apply(to_json) if isinstance(trust, pulumi.Output) else to_json(trust)
+    r = aws.iam.Role(name, assume_role_policy=assume, description=description, opts=child)
     policies: list[pulumi.Resource] = []
     for policy in managed:
         policies.append(

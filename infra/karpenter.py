@@ -16,7 +16,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra import iam
+from infra import ami, iam
 from infra.config import CapacityConfig
 from workloads import nodepools
 from workloads.topology import SYSTEM_NODEGROUP, SYSTEM_TOLERATION
@@ -360,6 +360,8 @@ def _with_role(spec: dict[str, Any]) -> Callable[[str], dict[str, Any]]:
 class KarpenterArgs:
     config: CapacityConfig
     cluster_name: str
+    # The cluster's Kubernetes minor (e.g. "1.35"): the AMI release must be published for it.
+    cluster_version: str
     region: str
     cluster: Cluster
     # The stack's AWS tags, also put on everything Karpenter launches (Pulumi's default tags do not reach it).
@@ -383,6 +385,17 @@ class Karpenter(pulumi.ComponentResource):
         cluster = args.cluster
         cluster_name = args.cluster_name
         on_k8s = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
+
+        # The AMI release every node class pins, published for this minor in each variant the classes boot, or the
+        # program stops here with one line (a missing release would leave every pool without nodes, silently).
+        capacity = args.config
+        ami_alias = ami.require_release(
+            capacity.ami_version,
+            minor=args.cluster_version,
+            arch=nodepools.AMI_ARCH,
+            variants=list(nodepools.AMI_VARIANTS.values()),
+            opts=pulumi.InvokeOptions(parent=self),
+        )
 
         caller = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=self))
         partition = aws.get_partition_output(opts=pulumi.InvokeOptions(parent=self))
@@ -511,12 +524,11 @@ class Karpenter(pulumi.ComponentResource):
         # Node classes and pools: pure builders, wrapped.  They depend on the controller release (and so, on
         # destroy, are deleted while the controller still runs to process their finalizers: drain and terminate the
         # nodes, delete the instance profiles), and on the CRD release that defines them.
-        capacity = args.config
         # The role name is filled in below, per node class, once IAM has it; everything else is known now.
         static = nodepools.plan(
             cluster_name=cluster_name,
             node_role="",
-            ami_alias=capacity.ami_alias,
+            ami_alias=ami_alias,
             default_disk_gib=capacity.default_disk_gib,
             neuron_disk_gib=capacity.neuron_disk_gib,
             default_pool_cpu_limit=capacity.default_pool_cpu_limit,

@@ -36,9 +36,14 @@ NEURON_CHART = "oci://public.ecr.aws/neuron/neuron-helm-chart"
 NEURON_CHART_VERSION = "1.9.0"
 NAMESPACE = "kube-system"
 
-# kube-scheduler for the second scheduler, per cluster minor (upstream registry.k8s.io images).
+# kube-scheduler for the second scheduler, per cluster minor (upstream registry.k8s.io images): the newest patch of each
+# minor that could be confirmed on 2026-12-01.  v1.35.7 and v1.36.3 are the newest tags (kubernetes-1.35.7,
+# kubernetes-1.36.3) of the kubernetes/kube-scheduler staging repository as of its 2026-07-23 copy; v1.35.8 and
+# v1.36.4 were released on 2026-08-20 (kubernetes/kubernetes CHANGELOG-1.35.md#v1358 and CHANGELOG-1.36.md#v1364, as
+# picked up by downstream trackers: kubermatic/kubermatic#16293, Siemens-Healthineers/K2s#2983,
+# openshift/kubernetes#2777).  Nothing newer could be confirmed; the former pin v1.36.5 could not be found at all.
 KUBE_SCHEDULER_IMAGE = "registry.k8s.io/kube-scheduler"
-KUBE_SCHEDULER_TAGS: dict[str, str] = {"1.34": "v1.34.5", "1.35": "v1.35.5", "1.36": "v1.36.5"}
+KUBE_SCHEDULER_TAGS: dict[str, str] = {"1.35": "v1.35.8", "1.36": "v1.36.4"}
 
 
 def scheduler_tag(cluster_version: str) -> str:

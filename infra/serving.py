@@ -4,7 +4,8 @@
   ``hfToken`` secret is set); the NetworkPolicies (``workloads.netpol``);
 - the worker service account and its Pod Identity role, which may read and write only the artifact prefix of
 - the compiled-artifact bucket: private, encrypted, TLS-only, owner-enforced, incomplete uploads cleaned up;
-- the ECR repository the serving image is pushed to (scan on push, immutable tags, lifecycle policy);
+- the ECR repository the serving image is pushed to (scan on push, immutable tags, lifecycle policy), and the image
+  itself: built in-region by ``infra.image.ServingImage`` unless ``servingImage`` names a prebuilt one;
 - the RayService itself, after the KubeRay operator (its chart installs the CRDs);
 - the endpoint's API key (``random.RandomPassword``, a Secret the workers' gate reads; ``api_key`` for the other
   namespaces that call the endpoint), and a PodDisruptionBudget that keeps a serve worker up through node drains;
@@ -30,21 +31,16 @@ import pulumi_random as random
 from infra import iam
 from infra.config import ServingConfig
 from infra.gcs_store import GcsStore, GcsStoreArgs
+from infra.image import ServingImage, ServingImageArgs, base_image, ecr_lifecycle
 from infra.k8s_secret import opaque_secret
 from infra.kuberay import NAMESPACE as KUBERAY_NAMESPACE
-from workloads import netpol, presets, rayservice
+from workloads import monitoring, netpol, presets, rayservice
 
 if TYPE_CHECKING:
     from infra.cluster import Cluster
     from infra.kuberay import KubeRay
 
 ARTIFACT_PREFIX: Final = "neuron-artifacts"
-# The AWS Neuron vLLM deep-learning container the serving image is built on: it has no Ray, so a RayService on it
-# never becomes ready.
-NEURON_BASE_REPOSITORY: Final = "public.ecr.aws/neuron/pytorch-inference-vllm-neuronx"
-# Images kept in the repository: every tag is immutable, so old ones only go by this rule.
-KEEP_IMAGES: Final = 20
-UNTAGGED_DAYS: Final = 7
 
 
 def artifact_policy(bucket_arn: str, prefix: str = ARTIFACT_PREFIX) -> dict[str, Any]:
@@ -85,38 +81,16 @@ def tls_only_policy(bucket_arn: str) -> dict[str, Any]:
     }
 
 
-def ecr_lifecycle() -> dict[str, Any]:
-    return {
-        "rules": [
-            {
-                "rulePriority": 1,
-                "description": f"Expire untagged images after {UNTAGGED_DAYS} days",
-                "selection": {
-                    "tagStatus": "untagged",
-                    "countType": "sinceImagePushed",
-                    "countUnit": "days",
-                    "countNumber": UNTAGGED_DAYS,
-                },
-                "action": {"type": "expire"},
-            },
-            {
-                "rulePriority": 2,
-                "description": f"Keep the {KEEP_IMAGES} most recent images",
-                "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": KEEP_IMAGES},
-                "action": {"type": "expire"},
-            },
-        ]
-    }
-
-
 def base_image_warning(image: str) -> str | None:
-    """A warning when ``servingImage`` is still the Neuron base image (the config default), else None."""
-    if not image.startswith(NEURON_BASE_REPOSITORY + ":") and not image.startswith(NEURON_BASE_REPOSITORY + "@"):
+    """A warning when ``servingImage`` names the Neuron base image workloads/image builds on, else None."""
+    base = base_image()
+    repository = f"{base.registry}/{base.repository}"
+    if not image.startswith((repository + ":", repository + "@")):
         return None
     return (
         f"servingImage is the Neuron base image {image}, which has no ray[serve]: the RayService will not become "
-        "ready. Build workloads/image (image.yml pushes it to imageRepositoryUrl) and set "
-        "eks-neuron-llm:servingImage to it; a RayService past its initializing timeout must be replaced "
+        "ready. Leave eks-neuron-llm:servingImage empty and `pulumi up` builds workloads/image on top of it "
+        "(docs/serving-image.md); a RayService past its initializing timeout must be replaced "
         "(pulumi up --replace <its URN>)."
     )
 
@@ -186,6 +160,7 @@ class Serving(pulumi.ComponentResource):
     api_key: pulumi.Output[str]
     gcs_store: GcsStore | None
     model_id: pulumi.Output[str]
+    image: pulumi.Output[str]  # the image the Ray head and workers run
     image_repository_url: pulumi.Output[str]
     artifact_bucket_name: pulumi.Output[str]
 
@@ -207,8 +182,8 @@ class Serving(pulumi.ComponentResource):
             image_tag_mutability="IMMUTABLE",
             image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
             encryption_configurations=[aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")],
-            # Images are rebuilt from workloads/image (image.yml) and a new stack gets a new repository URL anyway; a
-            # repository that refused to go while it holds images would stop `pulumi destroy` halfway.
+            # The stack rebuilds its image from workloads/image on the next `pulumi up`; a repository that refused to go
+            # while it holds images would stop `pulumi destroy` halfway.
             force_delete=True,
             opts=child,
         )
@@ -276,6 +251,21 @@ class Serving(pulumi.ComponentResource):
             ],
             opts=data,
         )
+
+        # --- The image: built in-region from workloads/image (the default), or the prebuilt one config names -------
+        image: pulumi.Input[str] = cfg.image
+        if cfg.builds_image:
+            image = ServingImage(
+                f"{name}-build",
+                ServingImageArgs(
+                    cluster_name=args.cluster_name,
+                    region=args.region,
+                    repository=self.repository,
+                    bucket=self.artifact_bucket,
+                ),
+                opts=child,
+            ).image
+        self.image = pulumi.Output.from_input(image)
 
         # --- Kubernetes: namespace, service account, secrets, code, policies -------------------------------------
         namespace = k8s.core.v1.Namespace(
@@ -346,21 +336,26 @@ class Serving(pulumi.ComponentResource):
             )
 
         # --- The RayService ----------------------------------------------------------------------------------------
-        def build(bucket: str, address: str | None) -> dict[str, Any]:
+        def build(bucket: str, image: str, address: str | None) -> dict[str, Any]:
             return rayservice.rayservice(
                 rayservice.RayServiceInputs(
                     preset=preset,
                     model_id=cfg.model_id,
-                    image=cfg.image,
+                    image=image,
                     region=args.region,
                     code_sha256=rayservice.code_hash(files),
                     artifact_cache_uri=f"s3://{bucket}/{ARTIFACT_PREFIX}",
                     hf_token_secret=hf_secret_name,
                     gcs_store=rayservice.GcsStore(address) if address else None,
+                    # The Ray dashboard's metrics views: Prometheus and Grafana of the monitoring namespace.
+                    head_env=monitoring.ray_dashboard_env(),
                 )
             )
 
-        manifest = pulumi.Output.all(self.artifact_bucket.bucket, gcs_address).apply(lambda v: build(v[0], v[1]))
+        # The image is an output of the build when the stack builds it: the RayService waits for the build.
+        manifest = pulumi.Output.all(bucket=self.artifact_bucket.bucket, image=self.image, address=gcs_address).apply(
+            lambda a: build(**a)
+        )
         self.rayservice = k8s.apiextensions.CustomResource(
             f"{name}-rayservice",
             api_version=rayservice.API_VERSION,
@@ -413,6 +408,7 @@ class Serving(pulumi.ComponentResource):
                 "servingApiKeyCommand": api_key_command(),
                 "servingEndpoint": self.endpoint,
                 "modelId": self.model_id,
+                "servingImage": self.image,
                 "imageRepositoryUrl": self.image_repository_url,
                 "artifactBucketName": self.artifact_bucket_name,
             }

@@ -8,6 +8,7 @@ builds the ``PolicyPack``.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -157,6 +158,60 @@ def s3_public_access_block(args: Args, report: Report) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Container images and their builder (infra/serving.py, infra/image.py).
+# ---------------------------------------------------------------------------------------------------------------
+
+ECR_ENCRYPTION = {"AES256", "KMS", "KMS_DSSE"}
+PUBLIC_OBJECT_ACLS = {"public-read", "public-read-write", "authenticated-read"}
+ECR_POLICY_TYPES = ("aws:ecr/repositoryPolicy:RepositoryPolicy", "aws:ecr/registryPolicy:RegistryPolicy")
+S3_OBJECT_TYPES = ("aws:s3/bucketObjectv2:BucketObjectv2", "aws:s3/bucketObject:BucketObject")
+CODEBUILD_PROJECT = "aws:codebuild/project:Project"
+
+
+def ecr_encrypted(args: Args, report: Report) -> None:
+    if args.resource_type == "aws:ecr/repository:Repository":
+        kinds = {c.get("encryptionType") for c in args.props.get("encryptionConfigurations") or []}
+        if not kinds & ECR_ENCRYPTION:
+            report("ECR repository does not declare its encryption (encryptionConfigurations: AES256 or KMS)")
+
+
+def codebuild_encrypted(args: Args, report: Report) -> None:
+    if args.resource_type != CODEBUILD_PROJECT:
+        return
+    p = args.props
+    if _truthy(((p.get("logsConfig") or {}).get("s3Logs") or {}).get("encryptionDisabled")):
+        report("CodeBuild project writes its S3 logs unencrypted (logsConfig.s3Logs.encryptionDisabled)")
+    for where, artifacts in (
+        ("artifacts", [p.get("artifacts") or {}]),
+        ("secondaryArtifacts", p.get("secondaryArtifacts") or []),
+    ):
+        if any(_truthy(a.get("encryptionDisabled")) for a in artifacts):
+            report(f"CodeBuild project writes unencrypted {where} (encryptionDisabled)")
+
+
+def _open_to_everyone(document: Any) -> bool:
+    """An Allow statement whose principal is everyone and that no condition narrows."""
+    doc = json.loads(document) if isinstance(document, str) else document
+    for s in (doc or {}).get("Statement") or []:
+        principal = s.get("Principal")
+        aws = principal.get("AWS") if isinstance(principal, Mapping) else principal
+        everyone = aws == "*" or (isinstance(aws, list) and "*" in aws)
+        if s.get("Effect") == "Allow" and everyone and not s.get("Condition"):
+            return True
+    return False
+
+
+def no_public_images_or_builds(args: Args, report: Report) -> None:
+    t, p = args.resource_type, args.props
+    if t in ECR_POLICY_TYPES and _open_to_everyone(p.get("policy")):
+        report("ECR policy lets everyone (Principal *) in without a condition: images would be public")
+    elif t == CODEBUILD_PROJECT and p.get("projectVisibility", "PRIVATE") != "PRIVATE":
+        report(f"CodeBuild project is {p.get('projectVisibility')}: anyone could read its build logs")
+    elif t in S3_OBJECT_TYPES and p.get("acl") in PUBLIC_OBJECT_ACLS:
+        report(f"S3 object has the public ACL {p.get('acl')}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The EKS control plane.
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -279,6 +334,13 @@ RESOURCE_RULES: Sequence[Rule] = (
     Rule("imdsv2-required", "Instances, launch templates and EC2NodeClasses require IMDSv2", imdsv2_required),
     Rule("no-open-ingress", "No security group ingress from 0.0.0.0/0 except load balancers", no_open_ingress),
     Rule("s3-public-access-block", "S3 public access blocks turn every switch on", s3_public_access_block),
+    Rule("ecr-encrypted", "ECR repositories declare encryption at rest (AES256 or KMS)", ecr_encrypted),
+    Rule("codebuild-encrypted", "CodeBuild projects never write S3 logs or artifacts unencrypted", codebuild_encrypted),
+    Rule(
+        "no-public-images-or-builds",
+        "No ECR policy open to everyone, no public CodeBuild project, no public-ACL S3 object",
+        no_public_images_or_builds,
+    ),
     Rule(
         "eks-secrets-and-logs",
         "EKS encrypts secrets with KMS and ships api/audit/authenticator logs",

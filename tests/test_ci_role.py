@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from typing import Any
 
@@ -86,7 +87,7 @@ def _actions(doc: dict[str, Any]) -> list[str]:
 
 
 def _non_reads(doc: dict[str, Any]) -> list[str]:
-    return [a for a in _actions(doc) if not a.split(":")[1].startswith(("Describe", "Get", "List"))]
+    return [a for a in _actions(doc) if not a.split(":")[1].startswith(("Describe", "Get", "List", "BatchGet"))]
 
 
 def test_preview_role_only_reads() -> None:
@@ -95,6 +96,11 @@ def test_preview_role_only_reads() -> None:
     # Metadata only: no object, message, parameter or secret contents.
     for data_read in ("s3:GetObject", "sqs:ReceiveMessage", "ssm:GetParameter", "secretsmanager:GetSecretValue"):
         assert data_read not in _actions(doc)
+    # The one parameter read is of AWS-owned public parameters (no account in the ARN), not of the account's.
+    for statement in doc["Statement"]:
+        actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+        if any(a.startswith("ssm:") for a in actions):
+            assert statement["Resource"] == "arn:aws:ssm:us-west-2::parameter/aws/service/eks/optimized-ami/*"
 
 
 def test_preview_read_only_check_can_fail() -> None:
@@ -111,7 +117,9 @@ def test_policies_are_scoped_to_the_region_and_the_account(with_ci: Render, kind
         if resources == ["*"]:
             assert statement["Condition"] == {"StringEquals": {"aws:RequestedRegion": "us-west-2"}}, statement
         else:
-            assert all(r.startswith(f"arn:aws:iam::{ACCOUNT}:") for r in resources), statement
+            # This account's IAM, or AWS's public parameters of the stack's region.
+            prefixes = (f"arn:aws:iam::{ACCOUNT}:", "arn:aws:ssm:us-west-2::parameter/aws/service/")
+            assert all(r.startswith(prefixes) for r in resources), statement
     assert not any(a in {"*", "iam:*"} for a in _actions(doc))
 
 
@@ -138,8 +146,10 @@ def _parliament(doc: dict[str, Any]) -> list[str]:
     for raw in analyze_policy_string(json.dumps(doc)).findings:
         f = enhance_finding(raw)
         # RESOURCE_STAR: describe/list calls and regional service actions are bounded by aws:RequestedRegion,
-        # which parliament does not take into account.
-        if f.issue != "RESOURCE_STAR":
+        # which parliament does not take into account.  RESOURCE_MISMATCH on the public-parameter read: AWS's
+        # public parameters have no account ID in their ARN; parliament's format expects one.
+        public_parameters = f.issue == "RESOURCE_MISMATCH" and "ssm:GetParametersByPath" in str(f.detail)
+        if f.issue != "RESOURCE_STAR" and not public_parameters:
             findings.append(f"{f.issue} {f.severity} {f.detail}")
     return findings
 
@@ -173,6 +183,9 @@ CI_LINT_EXCEPTIONS = {
     ("ci-deploy", "policy", "CREDENTIALS_EXPOSURE"): "ecr:GetAuthorizationToken, to push the serving image",
     ("ci-deploy", "policy", "PERMISSIONS_MANAGEMENT_ACTIONS"): "creates and attaches the stack's IAM roles",
     ("ci-deploy", "policy", "PRIVILEGE_ESCALATION"): "creates roles and passes them to EKS/EC2, as a deploy must",
+    # The preview lists AWS's public EKS AMI parameters (arn:aws:ssm:<region>::parameter/aws/service/eks/...): public
+    # parameters have no account ID, and parliament's ARN format for ssm parameters requires one.
+    ("ci-preview", "policy", "RESOURCE_MISMATCH"): "public SSM parameters have no account in their ARN",
 }
 
 
@@ -198,3 +211,87 @@ def test_component_refuses_to_run_disabled() -> None:
 
     with pytest.raises(ValueError, match="githubRepository"):
         ci.CiAccess("ci", ci.CiAccessArgs(config=CiConfig(""), region="us-west-2", cluster_name="x"))
+
+
+# What each invoke the program makes asks of AWS: (IAM action, resource ARN template), or None when it needs no
+# permission (STS GetCallerIdentity, or computed locally by the provider).
+INVOKE_ACTIONS: dict[str, tuple[str, str] | None] = {
+    "aws:index/getAvailabilityZones:getAvailabilityZones": ("ec2:DescribeAvailabilityZones", "*"),
+    "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": ("ec2:DescribeInstanceTypeOfferings", "*"),
+    "aws:eks/getAddonVersion:getAddonVersion": ("eks:DescribeAddonVersions", "*"),
+    "aws:ssm/getParametersByPath:getParametersByPath": (
+        "ssm:GetParametersByPath",
+        "arn:aws:ssm:{region}::parameter{path}",
+    ),
+    "aws:index/getCallerIdentity:getCallerIdentity": None,
+    "aws:index/getPartition:getPartition": None,
+    "aws:index/getRegion:getRegion": None,
+}
+
+
+def _allows(doc: dict[str, Any], action: str, resource: str, region: str) -> bool:
+    for statement in doc["Statement"]:
+        actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+        resources = [statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]
+        condition = statement.get("Condition")
+        if condition not in (None, {"StringEquals": {"aws:RequestedRegion": region}}):
+            continue
+        if any(fnmatch.fnmatchcase(action, a) for a in actions) and any(
+            fnmatch.fnmatchcase(resource, r) for r in resources
+        ):
+            return True
+    return False
+
+
+def _denied_invokes(r: Render, doc: dict[str, Any]) -> list[str]:
+    region = r.config["aws:region"]
+    denied = []
+    for invoke in r.invokes:
+        needs = INVOKE_ACTIONS[invoke["token"]]  # a new invoke must be added above, with what it asks of AWS
+        if needs is None:
+            continue
+        action, template = needs
+        resource = template.format(region=region, path=invoke["args"].get("path", ""))
+        if not _allows(doc, action, resource, region):
+            denied.append(f"{action} on {resource}")
+    return denied
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_preview_role_may_make_every_call_the_program_makes(stack: str) -> None:
+    r = rendered(stack)
+    assert {i["token"] for i in r.invokes} <= set(INVOKE_ACTIONS)
+    assert _denied_invokes(r, ci.preview_policy(ACCOUNT, r.config["aws:region"])) == []
+    assert _denied_invokes(r, ci.deploy_policy(ACCOUNT, r.config["aws:region"])) == []
+
+
+def test_a_call_the_preview_role_may_not_make_is_caught(dev: Render) -> None:
+    # The defect this guards against: the AMI check's listing without the public-parameter statement.
+    doc = ci.preview_policy(ACCOUNT, "us-west-2")
+    doc["Statement"] = [s for s in doc["Statement"] if s.get("Sid") != "ReadPublicEksAmiParameters"]
+    assert _denied_invokes(dev, doc) == [
+        f"ssm:GetParametersByPath on arn:aws:ssm:us-west-2::parameter/aws/service/eks/optimized-ami/1.35/"
+        f"amazon-linux-2023/x86_64/{variant}"
+        for variant in ("standard", "neuron")
+    ]
+
+
+def test_the_deploy_role_can_run_the_image_build_and_the_preview_role_can_read_its_builder() -> None:
+    from fnmatch import fnmatchcase
+
+    from tools.build_fake import scenario
+
+    deploy = _actions(ci.deploy_policy(ACCOUNT, "us-west-2"))
+    props = {"repository_name": "r", "repository_url": "u", "project_name": "p", "tag": "t"}
+    # every call the starter makes with the deployer's credentials (infra/image_build.py), as its IAM action
+    calls = {f"{c.service}:{c.api_name}" for outcome in ("built", "exists") for c in scenario(props, outcome, "x")}
+    assert calls == {
+        "ecr:DescribeImages",
+        "codebuild:ListBuildsForProject",
+        "codebuild:StartBuild",
+        "codebuild:BatchGetBuilds",
+    }
+    assert [a for a in sorted(calls) if not any(fnmatchcase(a, pattern) for pattern in deploy)] == []
+    preview = _actions(ci.preview_policy(ACCOUNT, "us-west-2"))
+    assert {"codebuild:BatchGetProjects", "ecr:DescribePullThroughCacheRules"} <= set(preview)
+    assert not any(a.startswith("codebuild:") and a != "codebuild:BatchGetProjects" for a in preview)

@@ -5,8 +5,18 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from infra.config import EKS_VERSIONS, KNOWN_KEYS, PROJECT, ConfigError, StackConfig, parse
-from tools.render import stack_config
+from infra.config import (
+    DEFAULT_EKS_VERSION,
+    EKS_VERSIONS,
+    KNOWN_KEYS,
+    PROJECT,
+    ConfigError,
+    StackConfig,
+    _read_all,
+    _Reader,
+    parse,
+)
+from tools.render import _engine_value, stack_config
 
 from .conftest import REPO
 
@@ -101,6 +111,12 @@ BAD = [
     ({"tags": '{"aws:owner": "x"}'}, "eks-neuron-llm:tags: 'aws:owner' is not allowed; allowed: tag keys"),
     ({"tags": '["a"]'}, 'eks-neuron-llm:tags: ["a"] is not allowed; allowed: a map'),
     (
+        # the NodePool CRD's budgets[].nodes pattern allows at most 100%
+        {"acceleratorDisruptionBudget": "150%"},
+        "eks-neuron-llm:acceleratorDisruptionBudget: '150%' is not allowed; allowed: a node count such as 1, or a "
+        "percentage from 0% to 100%",
+    ),
+    (
         {"clusterVerison": "1.35"},
         "eks-neuron-llm:clusterVerison: unknown key for this project; did you mean eks-neuron-llm:clusterVersion?",
     ),
@@ -174,3 +190,42 @@ def test_stack_files_only_set_declared_or_provider_keys() -> None:
         keys = yaml.safe_load((REPO / f"Pulumi.{stack}.yaml").read_text())["config"]
         for key in keys:
             assert key in KNOWN_KEYS, f"Pulumi.{stack}.yaml sets {key}, which the program does not read"
+
+
+# The code's fallbacks (what a missing or bad key is replaced with while the other keys are still checked) and the
+# defaults of Pulumi.yaml are one set of values.  An empty fallback means "no value" and systemNodeMaxCount falls back
+# to systemNodeCount; every other fallback must be the declared default.
+DERIVED_FALLBACKS = {f"{PROJECT}:systemNodeMaxCount"}
+
+
+def _fallback_drift() -> list[str]:
+    probe = _Reader({})
+    _read_all(probe)
+    drift = []
+    for key, decl in _schema().items():
+        full = f"{PROJECT}:{key}"
+        fallback = probe.fallbacks.get(full, "")
+        if fallback == "" or full in DERIVED_FALLBACKS:
+            continue
+        if _engine_value(fallback) != _engine_value(decl["default"]):
+            drift.append(f"{full}: code {fallback!r}, Pulumi.yaml {decl['default']!r}")
+    return drift
+
+
+def test_the_code_falls_back_to_the_defaults_pulumi_yaml_declares() -> None:
+    assert _fallback_drift() == []
+    assert _schema()["clusterVersion"]["default"] == DEFAULT_EKS_VERSION in EKS_VERSIONS
+
+
+def test_fallback_drift_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The defect this guards against: config.py fell back to EKS_VERSIONS[-1] (1.36) while Pulumi.yaml said 1.35.
+    monkeypatch.setattr("infra.config.DEFAULT_EKS_VERSION", "1.36")
+    assert _fallback_drift() == [f"{PROJECT}:clusterVersion: code '1.36', Pulumi.yaml '1.35'"]
+
+
+def test_a_minor_out_of_standard_support_is_refused_naming_the_supported_ones() -> None:
+    # 1.34 left EKS standard support on 2026-12-02; a stack still set to it gets one line and upgrades.
+    assert problems(clusterVersion="1.34") == [
+        f"{PROJECT}:clusterVersion: '1.34' is not allowed; allowed: " + " | ".join(EKS_VERSIONS)
+    ]
+    assert "1.34" not in EKS_VERSIONS

@@ -8,6 +8,8 @@ proved here, on the real dev and prod renders:
       -> Karpenter controller                   (+ its IAM, Pod Identity association, interruption queue)
       -> system node group                      (+ its IAM, and the NAT routes the controller calls AWS through)
       -> EKS cluster -> network (subnets, VPC)
+
+    RayService -> serving image build -> its repositories, cache rule, builder and the build role's policy
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ NODEPOOL = "kubernetes:karpenter.sh/v1:NodePool"
 NODECLASS = "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"
 RELEASE = "kubernetes:helm.sh/v3:Release"
 ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+IMAGE_BUILD = "pulumi-python:dynamic/image:ServingImageBuild"
 
 
 def _pool_selectors(value: Any) -> Iterator[str]:
@@ -162,6 +165,17 @@ def destroy_order_problems(r: Render) -> list[str]:
     need(system_nodes["urn"], eks_component["urn"], "a node group belongs to its cluster")
     for x in [*r.of_type("aws:ec2/subnet:Subnet"), *r.of_type("aws:ec2/vpc:Vpc")]:
         need(eks_component["urn"], x["urn"], "the cluster's ENIs and security group live in the VPC")
+
+    # 7. The serving image the stack builds: the RayService's pods run it, so they go before the build record and the
+    # repository that holds the image; a build keeps its permissions, cache rule and cache until it is gone.
+    (rs,) = r.of_type("kubernetes:ray.io/v1:RayService")
+    for build in r.of_type(IMAGE_BUILD):
+        need(rs["urn"], build["urn"], "its pods run the image the build made")
+        need(rs["urn"], r.one("aws:ecr/repository:Repository", "serving-image")["urn"], "its pods pull the image")
+        need(build["urn"], r.one("aws:iam/rolePolicy:RolePolicy", "serving-build-inline")["urn"], "build's rights")
+        need(build["urn"], r.one("aws:ecr/repository:Repository", "serving-build-base")["urn"], "the cached base")
+        for x in r.of_type("aws:ecr/pullThroughCacheRule:PullThroughCacheRule"):
+            need(build["urn"], x["urn"], "the build pulls its base through the rule")
     return problems
 
 
@@ -213,6 +227,11 @@ def _without_edge(r: Render, from_name: str, to_fragment: str) -> Render:
             "serving-workers-pdb",
             "NodePool::karpenter-nodepool-inf2",
             "serving-workers-pdb would not be deleted before karpenter-nodepool-inf2: a budget must not outlive",
+        ),
+        (
+            "serving-build",
+            "RolePolicy::serving-build-inline",
+            "serving-build would not be deleted before serving-build-inline: build's rights",
         ),
     ],
 )
@@ -304,6 +323,8 @@ PROD_RETAINED = {
     ("aws:s3/bucketPolicy:BucketPolicy", "serving-artifacts"),
     ("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "serving-artifacts"),
     ("kubernetes:core/v1:PersistentVolumeClaim", "openwebui-data"),
+    # the metrics history (docs/observability.md), on gp3-retain like the chat data
+    ("kubernetes:core/v1:PersistentVolumeClaim", "monitoring-prometheus-data"),
 }
 
 
@@ -334,10 +355,28 @@ def test_protection_follows_the_environment_not_the_stack_name() -> None:
 
 
 def test_nothing_is_protected_so_destroy_never_refuses(each_stack: Render) -> None:
-    # `protect` makes `pulumi destroy` fail; retained resources are left behind instead, and the ECR repository
-    # (images rebuilt by image.yml) is emptied with the stack so it cannot stop a destroy halfway.
+    # `protect` makes `pulumi destroy` fail; retained resources are left behind instead, and the ECR repositories
+    # are emptied with the stack so they cannot stop a destroy halfway.
     assert [x["name"] for x in each_stack.resources if x["protect"]] == []
     assert each_stack.one("aws:ecr/repository:Repository", "serving-image")["inputs"]["forceDelete"] is True
+
+
+def test_built_images_and_the_base_cache_go_with_the_stack_in_both_environments(each_stack: Render) -> None:
+    # The images are rebuilt by the next `pulumi up` (~11 min, beside the cluster) and the cache is a copy of a public
+    # image, so neither is kept, in dev or in prod: both repositories are force-deleted with their images, and the
+    # cache rule, the builder, its logs and its sources go too (prod keeps the artifact bucket, not the sources in it).
+    repos = each_stack.of_type("aws:ecr/repository:Repository")
+    assert {x["name"] for x in repos} == {"serving-image", "serving-build-base"}
+    assert all(x["inputs"]["forceDelete"] is True and not x["retainOnDelete"] for x in repos)
+    for typ in (
+        IMAGE_BUILD,
+        "aws:ecr/pullThroughCacheRule:PullThroughCacheRule",
+        "aws:codebuild/project:Project",
+        "aws:cloudwatch/logGroup:LogGroup",
+        "aws:s3/bucketObjectv2:BucketObjectv2",
+    ):
+        (x,) = each_stack.of_type(typ)
+        assert not x["retainOnDelete"] and not x["protect"], typ
 
 
 def test_retention_check_can_fail(prod: Render) -> None:

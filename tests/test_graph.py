@@ -53,3 +53,71 @@ def test_every_rendered_kubernetes_object_is_a_manifest(dev: Render) -> None:
     assert len(objects) == len(dev.manifests())
     for m in dev.manifests():
         assert m["apiVersion"] and m["kind"] and m["metadata"]["name"]
+
+
+# --- the serving image build: beside the network and the cluster, before the RayService ----------------------------
+
+IMAGE_BUILD = "pulumi-python:dynamic/image:ServingImageBuild"
+
+
+def _closure(r: Render, start: str, graph: dict[str, set[str]]) -> set[str]:
+    """Every resource ``start`` transitively waits for (waiting on a component waits on its children)."""
+    return {x["urn"] for x in r.resources if x["urn"] != start and depends_on(r, start, x["urn"], graph)}
+
+
+def build_problems(r: Render) -> list[str]:
+    """Why the image build is not where it belongs in the graph (empty when it is)."""
+    graph = edges(r)
+    (build,) = [x["urn"] for x in r.of_type(IMAGE_BUILD)]
+    problems = []
+    (rs,) = r.of_type("kubernetes:ray.io/v1:RayService")
+    if not depends_on(r, rs["urn"], build, graph):
+        problems.append("the RayService does not wait for the image build")
+    waits = _closure(r, build, graph)
+    network_or_cluster = {
+        x["urn"]
+        for x in r.resources
+        if x["type"] in ("eks-neuron-llm:infra:Network", "eks-neuron-llm:infra:Cluster", "eks:index:Cluster")
+        or x["type"].startswith(("kubernetes:", "pulumi:providers:kubernetes"))
+        or any(a.split("::")[-1] in ("network", "cluster") for a in r.ancestors(x["urn"]))
+    }
+    problems += [f"the image build waits for {u.rsplit('::', 1)[-1]}" for u in sorted(waits & network_or_cluster)]
+    return problems
+
+
+def test_the_rayservice_waits_for_the_image_build_which_waits_for_nothing_of_network_or_cluster(
+    each_stack: Render,
+) -> None:
+    assert build_problems(each_stack) == []
+
+
+def test_the_image_build_waits_only_for_its_repository_cache_role_sources_and_builder(each_stack: Render) -> None:
+    graph = edges(each_stack)
+    (build,) = [x["urn"] for x in each_stack.of_type(IMAGE_BUILD)]
+    waits = {each_stack.by_urn(u)["type"]: u for u in _closure(each_stack, build, graph)}
+    assert set(waits) == {
+        "pulumi:providers:aws",
+        "aws:ecr/repository:Repository",  # the serving repository and the cache repository
+        "aws:ecr/pullThroughCacheRule:PullThroughCacheRule",
+        "aws:iam/role:Role",
+        "aws:iam/rolePolicy:RolePolicy",
+        "aws:s3/bucket:Bucket",
+        "aws:s3/bucketObjectv2:BucketObjectv2",
+        "aws:cloudwatch/logGroup:LogGroup",
+        "aws:codebuild/project:Project",
+    }
+
+
+def test_the_build_placement_check_can_fail(dev: Render) -> None:
+    import copy
+
+    broken = copy.deepcopy(dev.resources)
+    (build,) = [x for x in broken if x["type"] == IMAGE_BUILD]
+    (subnet, *_) = [x["urn"] for x in broken if x["type"] == "aws:ec2/subnet:Subnet"]
+    build["dependencies"].append(subnet)  # a false dependency on the network
+    (rs,) = [x for x in broken if x["type"] == "kubernetes:ray.io/v1:RayService"]
+    rs["propertyDependencies"] = {k: [u for u in v if u != build["urn"]] for k, v in rs["propertyDependencies"].items()}
+    rs["dependencies"] = [u for u in rs["dependencies"] if u != build["urn"]]
+    problems = build_problems(Render(dev.stack, dev.config, broken, dev.outputs, 0.0))
+    assert problems[0] == "the RayService does not wait for the image build"
+    assert any(p.startswith("the image build waits for network-") for p in problems[1:]), problems

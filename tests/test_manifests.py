@@ -103,3 +103,35 @@ def test_pass_through_maps_accept_any_key() -> None:
     chart = chart_values("karpenter-1.14.1.values.yaml")
     assert chart["nodeSelector"]  # not empty by default, yet its keys are node labels, not chart settings
     assert helm_value_problems("karpenter", {"nodeSelector": {"eks.amazonaws.com/nodegroup": "system"}}, chart) == []
+
+
+# The vendored Karpenter files are the v1.14.1 release's (commit c88abbbad), not a branch's: what the main branch had
+# and 1.14.1 does not must be refused here.
+
+
+def test_the_karpenter_crds_have_the_releases_typed_kubelet() -> None:
+    node_class = {
+        "apiVersion": "karpenter.k8s.aws/v1",
+        "kind": "EC2NodeClass",
+        "metadata": {"name": "c"},
+        "spec": {
+            "role": "r",
+            "amiSelectorTerms": [{"alias": "al2023@v20260930"}],
+            "subnetSelectorTerms": [{"tags": {"k": "v"}}],
+            "securityGroupSelectorTerms": [{"tags": {"k": "v"}}],
+            "kubelet": {"maxPods": 110},
+        },
+    }
+    assert custom_resource_problems(node_class) == []
+    node_class["spec"]["kubelet"]["cpuManagerPolicy"] = "static"  # a KubeletConfiguration field 1.14.1 does not take
+    (problem,) = custom_resource_problems(node_class)
+    assert "cpuManagerPolicy" in problem
+
+
+def test_the_karpenter_chart_values_are_the_releases() -> None:
+    chart = chart_values("karpenter-1.14.1.values.yaml")
+    assert chart["controller"]["image"]["digest"] == (
+        "sha256:445baefaaa689029cc12ac1f659b916b0b82fb14308ce536f8521fcf079116fa"
+    )
+    (problem,) = helm_value_problems("karpenter", {"settings": {"awsFeatureGates": {"nodeClassCEL": True}}}, chart)
+    assert "'settings.awsFeatureGates'" in problem

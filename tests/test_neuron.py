@@ -73,7 +73,7 @@ def test_node_problem_detector_reports_but_does_not_recover(dev: Render) -> None
 
 def test_the_charts_own_second_scheduler_is_too_old_for_the_supported_clusters() -> None:
     # Why the image is overridden: the chart ships a v1.31 kube-scheduler; the skew policy allows a scheduler of the
-    # API server's minor or one older, and the stack supports 1.34-1.36.
+    # API server's minor or one older, and the oldest minor the stack supports is several minors newer.
     default = vendored_values(VALUES_FILE)["scheduler"]["customScheduler"]["image"]["tag"]
     minor = re.match(r"v1\.(\d+)\.", default)
     assert minor is not None
@@ -95,8 +95,8 @@ def test_every_supported_minor_has_a_scheduler_image_and_others_fail() -> None:
 
 
 def test_the_rendered_scheduler_follows_the_configured_cluster_version() -> None:
-    r = rendered("dev", clusterVersion="1.34")
-    assert neuron_release(r)["values"]["scheduler"]["customScheduler"]["image"]["tag"].startswith("v1.34.")
+    r = rendered("dev", clusterVersion="1.36")
+    assert neuron_release(r)["values"]["scheduler"]["customScheduler"]["image"]["tag"].startswith("v1.36.")
 
 
 def test_the_chart_waits_for_the_system_nodes(dev: Render) -> None:

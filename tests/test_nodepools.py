@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from infra import ami
 from infra.config import PROJECT, CapacityConfig, ConfigError, parse
 from tools.render import stack_config
 from tools.schemas import custom_resource_problems
@@ -41,7 +42,7 @@ def build(cfg: CapacityConfig | None = None) -> nodepools.CapacityPlan:
     return nodepools.plan(
         cluster_name="eks-neuron-llm-dev",
         node_role="karpenter-node",
-        ami_alias=c.ami_alias,
+        ami_alias=ami.alias(c.ami_version),
         default_disk_gib=c.default_disk_gib,
         neuron_disk_gib=c.neuron_disk_gib,
         default_pool_cpu_limit=c.default_pool_cpu_limit,

@@ -51,7 +51,7 @@ def test_secret_key_comes_from_a_random_password_in_a_secret(dev: Render) -> Non
     secret = manifest(dev, "Secret", ref["name"])
     assert secret["metadata"]["namespace"] == "open-webui"
     assert secret["stringData"] == {ref["key"]: "[secret]"}
-    (password,) = [p for p in dev.of_type("random:index/randomPassword:RandomPassword") if "openwebui" in p["name"]]
+    password = dev.one("random:index/randomPassword:RandomPassword", "openwebui-secret-key")
     assert password["inputs"]["length"] >= 32
     # The mock's password value never appears anywhere in the render.
     value = _hex(password["name"], "password", n=32)
@@ -96,8 +96,14 @@ def test_runs_hardened_on_the_default_pool(dev: Render) -> None:
 
 
 def test_deployment_waits_for_its_secret_volume_and_pool(dev: Render) -> None:
-    (record,) = dev.of_type("kubernetes:apps/v1:Deployment")
+    record = dev.one("kubernetes:apps/v1:Deployment", "openwebui-deployment")
     deps = set(record["dependencies"])
     assert dev.one("kubernetes:core/v1:Secret", "openwebui-secret")["urn"] in deps
     assert dev.one("kubernetes:core/v1:PersistentVolumeClaim", "openwebui-data")["urn"] in deps
     assert dev.one("kubernetes:karpenter.sh/v1:NodePool", "karpenter-nodepool-default")["urn"] in deps
+
+
+def test_chats_go_out_without_native_tool_calls(dev: Render) -> None:
+    # Open WebUI >= 0.12 adds its built-in tools to every chat unless function calling is "legacy"; vLLM without
+    # --enable-auto-tool-choice refuses such requests (the browser tier showed the error in place of an answer).
+    assert json.loads(env(dev)["DEFAULT_MODEL_PARAMS"]["value"]) == {"function_calling": "legacy"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -200,3 +201,53 @@ def test_an_unencrypted_or_open_gcs_store_is_a_violation(prod: Render) -> None:
         "transitEncryptionMode)",
         "elasticache-encrypted: ElastiCache replication group asks for no credentials (authToken or user groups)",
     ]
+
+
+# --- the serving image and its builder (infra/image.py) -----------------------------------------------------------
+
+
+def test_an_unencrypted_image_repository_is_a_violation(dev: Render) -> None:
+    for name in ("serving-image", "serving-build-base"):
+        repo = copy.deepcopy(dev.one("aws:ecr/repository:Repository", name))
+        assert violations(repo) == []
+        repo["inputs"].pop("encryptionConfigurations")
+        assert violations(repo) == [
+            "ecr-encrypted: ECR repository does not declare its encryption (encryptionConfigurations: AES256 or KMS)"
+        ]
+
+
+def test_a_public_or_unencrypted_builder_is_a_violation(dev: Render) -> None:
+    project = record(dev, "aws:codebuild/project:Project")
+    assert violations(project) == []
+    project["inputs"]["projectVisibility"] = "PUBLIC_READ"
+    project["inputs"]["logsConfig"]["s3Logs"] = {"status": "ENABLED", "encryptionDisabled": True}
+    project["inputs"]["artifacts"] = {"type": "S3", "encryptionDisabled": True}
+    assert violations(project) == [
+        "codebuild-encrypted: CodeBuild project writes its S3 logs unencrypted (logsConfig.s3Logs.encryptionDisabled)",
+        "codebuild-encrypted: CodeBuild project writes unencrypted artifacts (encryptionDisabled)",
+        "no-public-images-or-builds: CodeBuild project is PUBLIC_READ: anyone could read its build logs",
+    ]
+
+
+def test_public_build_sources_or_an_open_registry_policy_are_violations(dev: Render) -> None:
+    source = record(dev, "aws:s3/bucketObjectv2:BucketObjectv2")
+    assert violations(source) == []
+    source["inputs"]["acl"] = "public-read"
+    assert violations(source) == ["no-public-images-or-builds: S3 object has the public ACL public-read"]
+    open_policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "ecr:BatchGetImage"}],
+    }
+    policy = {
+        "type": "aws:ecr/repositoryPolicy:RepositoryPolicy",
+        "name": "p",
+        "urn": "u",
+        "inputs": {"repository": "x", "policy": json.dumps(open_policy)},
+    }
+    assert violations(policy) == [
+        "no-public-images-or-builds: ECR policy lets everyone (Principal *) in without a condition: images would be "
+        "public"
+    ]
+    open_policy["Statement"][0]["Condition"] = {"StringEquals": {"aws:PrincipalOrgID": "o-123"}}
+    policy["inputs"]["policy"] = json.dumps(open_policy)
+    assert violations(policy) == []

@@ -46,7 +46,6 @@ def test_model_facts_of_llama3_8b() -> None:
         ({"tensor_parallel_size": 4}, "tensor parallel degree 4 exceeds the 2 NeuronCores of inf2.8xlarge"),
         ({"replicas_per_worker": 2}, "2 replicas x TP 2 need 4 NeuronCores; inf2.8xlarge has 2"),
         ({"max_num_seqs": 64}, "weights + KV cache need 79.0 GiB per replica; 2 NeuronCores of inf2.8xlarge offer"),
-        ({"block_size": 3000}, "block size 3000 does not divide max model length 8192"),
         ({"min_replicas": 3}, "replicas 3..2 are not 1 <= min <= max"),
     ],
 )
@@ -101,7 +100,10 @@ BAD = [
         {"servingImage": "example.com/serving"},
         "eks-neuron-llm:servingImage: 'example.com/serving' is not allowed; allowed: an image pinned by a tag",
     ),
-    ({"servingImage": "Not An Image"}, "eks-neuron-llm:servingImage: 'Not An Image' is not allowed; allowed: an image"),
+    (
+        {"servingImage": "Not An Image"},
+        "eks-neuron-llm:servingImage: 'Not An Image' is not allowed; allowed: empty (the stack builds workloads/image)",
+    ),
     ({"openWebuiEnableSignup": "yes"}, "eks-neuron-llm:openWebuiEnableSignup: 'yes' is not allowed; allowed: true"),
     ({"openWebuiStorageGiB": "0"}, "eks-neuron-llm:openWebuiStorageGiB: 0 is not allowed; allowed: an integer"),
     # Cross-checks with the capacity section.

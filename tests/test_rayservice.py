@@ -32,7 +32,7 @@ from workloads.serve.settings import (
     ServeSettings,
 )
 
-from .conftest import REPO, rendered
+from .conftest import REPO, preset_overrides, rendered
 
 RAYSERVICE = "kubernetes:ray.io/v1:RayService"
 
@@ -192,12 +192,12 @@ def test_serve_config_follows_the_settings_contract(dev: Render) -> None:
     settings = ServeSettings.from_args(app["args"])
     preset = PRESETS["inf2.8xlarge"]
     assert settings.model == "NousResearch/Meta-Llama-3-8B-Instruct" and settings.device == "neuron"
-    assert (settings.tensor_parallel_size, settings.max_model_len, settings.max_num_seqs, settings.block_size) == (
+    assert (settings.tensor_parallel_size, settings.max_model_len, settings.max_num_seqs) == (
         preset.tensor_parallel_size,
         preset.max_model_len,
         preset.max_num_seqs,
-        preset.block_size,
     )
+    assert settings.block_size is None  # the Neuron plugin sets it (workloads/presets.py)
     (deployment,) = app["deployments"]
     assert deployment["name"] == DEPLOYMENT_NAME
     assert set(deployment["autoscaling_config"]) == {
@@ -307,10 +307,7 @@ SYSTEM_NEIGHBOURS = DeclaredOverhead("system neighbours of the Ray head", 1960, 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_head_and_workers_fit_their_nodes(preset: str) -> None:
-    overrides = {"servingPreset": preset}
-    if preset == "trn1.32xlarge":
-        overrides["trn1NeuronDeviceLimit"] = "16"
-    r = rendered("dev", **overrides)
+    r = rendered("dev", **preset_overrides(preset))
     pods = [p for p in pod_templates(r.resources) if p.name.startswith("RayService")]
     (head_pod,) = [p for p in pods if p.name.endswith(" head")]
     # KubeRay adds the autoscaler as a sidecar of the head: count it.
@@ -430,10 +427,28 @@ def test_rayservice_waits_for_the_operator_and_what_its_pods_mount(dev: Render) 
         assert dev.one(typ, name)["urn"] in deps, name
 
 
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_the_engine_gets_the_kv_cache_presets_check_sized(name: str) -> None:
+    """presets.check sizes a replica's KV cache as max_num_seqs x max_model_len tokens. That is what the rendered
+    engine flags ask for: prefix caching and chunked prefill off (contiguous layout: the Neuron plugin makes each
+    block max_model_len long), no block size of our own, and exactly max_num_seqs blocks."""
+    preset = PRESETS[name]
+    inputs = rayservice.RayServiceInputs(
+        preset, "NousResearch/Meta-Llama-3-8B-Instruct", "i:1", "us-east-1", "0", None, None
+    )
+    (app,) = yaml.safe_load(rayservice.rayservice(inputs)["spec"]["serveConfigV2"])["applications"]
+    argv = launch.engine_argv(ServeSettings.from_args(app["args"]))
+    assert "--block-size" not in argv
+    assert "--no-enable-prefix-caching" in argv and "--no-enable-chunked-prefill" in argv
+    blocks = int(argv[argv.index("--num-gpu-blocks-override") + 1])
+    block_tokens = int(argv[argv.index("--max-model-len") + 1])
+    assert blocks * block_tokens == preset.kv_cache_tokens == preset.max_num_seqs * preset.max_model_len
+
+
 def test_ray_version_matches_the_serving_image() -> None:
-    dockerfile = (REPO / "workloads" / "image" / "Dockerfile").read_text()
-    match = re.search(r"^ARG RAY_VERSION=(\S+)$", dockerfile, re.MULTILINE)
-    assert match, "workloads/image/Dockerfile pins ARG RAY_VERSION"
+    serve_layer = (REPO / "workloads" / "image" / "serve-requirements.txt").read_text()
+    match = re.search(r"^ray\[serve\]==(\S+)$", serve_layer, re.MULTILINE)
+    assert match, "workloads/image/serve-requirements.txt pins ray[serve]"
     assert match.group(1) == rayservice.RAY_VERSION
 
 

@@ -1,4 +1,4 @@
-"""The README cannot drift: its config table is the generated one, and its quick start is the two commands."""
+"""The README cannot drift: its config table is the generated one, and its quick start is the three commands."""
 
 from __future__ import annotations
 
@@ -75,8 +75,13 @@ def quick_start_commands(text: str) -> list[str]:
     return [line.split("#", 1)[0].strip() for line in block.group(1).splitlines() if line.split("#", 1)[0].strip()]
 
 
-def test_quick_start_is_the_two_commands() -> None:
-    assert quick_start_commands(README.read_text()) == ["make render", "make test"]
+def test_quick_start_is_the_three_commands() -> None:
+    assert quick_start_commands(README.read_text()) == ["make render", "make test", "make demo"]
+
+
+def test_every_quick_start_command_is_a_make_target() -> None:
+    targets = set(re.findall(r"^([a-z][\w-]*):", (REPO / "Makefile").read_text(), flags=re.MULTILINE))
+    assert [c for c in quick_start_commands(README.read_text()) if c.removeprefix("make ") not in targets] == []
 
 
 def test_quick_start_check_can_fail() -> None:

@@ -36,7 +36,6 @@ def args(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
         "tensor_parallel_size": 2,
         "max_model_len": 4096,
         "max_num_seqs": 4,
-        "block_size": 4096,
         "artifact_cache_uri": "s3://artifacts-bucket/compiled",
         "compiled_artifacts_dir": str(tmp_path / "artifacts"),
     }
@@ -77,7 +76,7 @@ class FakeRuntime:
 @pytest.fixture(autouse=True)
 def _restore_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     # The replica exports these variables; monkeypatch puts back their original state after each test.
-    for name in ("NEURON_COMPILED_ARTIFACTS", "VLLM_NEURON_FRAMEWORK"):
+    for name in ("NEURON_COMPILED_ARTIFACTS",):
         monkeypatch.setenv(name, "unset-by-fixture")
         monkeypatch.delenv(name)
 
@@ -104,7 +103,7 @@ def test_cold_start_compiles_then_saves_and_next_replica_restores(tmp_path: Path
     artifacts = tmp_path / "node1" / "artifacts" / key
     # The engine was pointed at the per-key directory and started after the restore attempt.
     assert ("start", str(artifacts)) in runtime.calls
-    assert os.environ["VLLM_NEURON_FRAMEWORK"] == "neuronx-distributed-inference"
+    assert os.environ["NEURON_COMPILED_ARTIFACTS"] == str(artifacts)
     assert ("artifacts-bucket", f"compiled/{key}/{cache.MANIFEST}") in s3.objects
 
     second, runtime2, _ = start_replica(args(tmp_path / "node2"), s3)
@@ -133,7 +132,7 @@ def test_cpu_replica_has_no_artifacts_and_no_neuron_env(tmp_path: Path) -> None:
     server, runtime, _ = start_replica(args(tmp_path, device="cpu", tensor_parallel_size=1), s3)
     assert server.artifacts is None and s3.calls == []
     assert ("start", None) in runtime.calls
-    assert "VLLM_NEURON_FRAMEWORK" not in os.environ
+    assert "NEURON_COMPILED_ARTIFACTS" not in os.environ
 
 
 def test_unreadable_cache_still_starts_the_engine(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from workloads.serve import cache
+from workloads.serve import cache, launch
 from workloads.serve.settings import ServeSettings
 
 ARGS: dict[str, Any] = {
@@ -19,7 +19,6 @@ ARGS: dict[str, Any] = {
     "tensor_parallel_size": 2,
     "max_model_len": 4096,
     "max_num_seqs": 4,
-    "block_size": 4096,
     "artifact_cache_uri": "s3://artifacts-bucket/neuron/compiled",
 }
 VERSIONS = {"vllm": "0.16.0", "neuronx-cc": "2.31.1"}
@@ -114,6 +113,18 @@ def test_key_is_stable_and_changes_with_every_compile_input() -> None:
     assert len({base, *variants}) == len(variants) + 1
     # What does not change a compile does not change the key.
     assert cache.cache_key(settings(served_model_name="renamed", artifact_cache_uri=None), VERSIONS) == base
+    assert cache.cache_key(settings(compiled_artifacts_dir="/elsewhere"), VERSIONS) == base
+
+
+def test_key_follows_the_flags_the_engine_gets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key is taken from the engine's command line, so a new Neuron default (e.g. the KV block count the
+    contiguous layout needs) keys new artifacts without anyone remembering to list it."""
+    base = cache.cache_key(settings(), VERSIONS)
+    assert "--num-gpu-blocks-override" in cache.compile_argv(settings())
+    assert "--served-model-name" not in cache.compile_argv(settings())
+    defaults = launch.neuron_default_flags
+    monkeypatch.setattr(launch, "neuron_default_flags", lambda s: {**defaults(s), "num_gpu_blocks_override": 9})
+    assert cache.cache_key(settings(), VERSIONS) != base
 
 
 def test_installed_versions_records_absent_distributions() -> None:

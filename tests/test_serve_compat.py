@@ -62,11 +62,36 @@ def _parser_module(log: list[Any]) -> dict[str, Any]:
     }
 
 
-def _engine_factory(log: list[Any]) -> Callable[[Any], Any]:
+class RayPrometheusStatLogger:
+    pass
+
+
+class PrometheusStatLogger:
+    pass
+
+
+def _engine_modules(log: list[Any]) -> dict[str, ModuleType]:
+    """vLLM's engine class and stat loggers (same paths in 0.16 and 0.32): from_vllm_config takes stat_loggers."""
+
+    class AsyncLLM:
+        @classmethod
+        def from_vllm_config(cls, vllm_config: Any, stat_loggers: list[Any] | None = None, **_: Any) -> FakeEngine:
+            log.append(("stat_loggers", [c.__name__ for c in stat_loggers or []]))
+            return FakeEngine(log)
+
+    return {
+        "vllm.v1.engine.async_llm": _module("x", AsyncLLM=AsyncLLM),
+        "vllm.v1.metrics.ray_wrappers": _module("x", RayPrometheusStatLogger=RayPrometheusStatLogger),
+        "vllm.v1.metrics.loggers": _module("x", PrometheusStatLogger=PrometheusStatLogger),
+    }
+
+
+def _engine_factory(log: list[Any], engine_modules: dict[str, ModuleType]) -> Callable[[Any], Any]:
     @asynccontextmanager
     async def build_async_engine_client(args: Any, *, usage_context: Any = None) -> AsyncIterator[FakeEngine]:
         log.append(("engine", args.model, args.tensor_parallel_size))
-        yield FakeEngine(log)
+        # As vLLM does: the engine class is looked up when the client is built, and built without stat loggers.
+        yield engine_modules["vllm.v1.engine.async_llm"].AsyncLLM.from_vllm_config(vllm_config="VLLM_CONFIG")
         log.append("engine.context_exit")
 
     return build_async_engine_client
@@ -90,14 +115,16 @@ def layout_v016(log: list[Any]) -> dict[str, ModuleType]:
     async def init_app_state(engine_client: Any, state: Any, args: Any, supported_tasks: Any = None) -> None:
         log.append(("init_app_state", supported_tasks))
 
+    engine = _engine_modules(log)
     return {
+        **engine,
         "vllm.utils.argparse_utils": _module("x", FlexibleArgumentParser=p["FlexibleArgumentParser"]),
         "vllm.entrypoints.openai.cli_args": _module(
             "x", make_arg_parser=p["make_arg_parser"], validate_parsed_serve_args=p["validate"]
         ),
         "vllm.entrypoints.openai.api_server": _module(
             "x",
-            build_async_engine_client=_engine_factory(log),
+            build_async_engine_client=_engine_factory(log, engine),
             build_app=build_app,
             init_app_state=init_app_state,
         ),
@@ -118,12 +145,16 @@ def layout_v032(log: list[Any]) -> dict[str, ModuleType]:
     def deprecated(*_: Any, **__: Any) -> Any:
         raise AssertionError("the deprecated openai.api_server re-export must not be preferred")
 
+    engine = _engine_modules(log)
     return {
+        **engine,
         "vllm.utils.argparse_utils": _module("x", FlexibleArgumentParser=p["FlexibleArgumentParser"]),
         "vllm.entrypoints.launchers.cli_args": _module(
             "x", make_arg_parser=p["make_arg_parser"], validate_parsed_serve_args=p["validate"]
         ),
-        "vllm.entrypoints.launchers.api_server.entry": _module("x", build_async_engine_client=_engine_factory(log)),
+        "vllm.entrypoints.launchers.api_server.entry": _module(
+            "x", build_async_engine_client=_engine_factory(log, engine)
+        ),
         "vllm.entrypoints.launchers.app": _module("x", build_app=build_app),
         "vllm.entrypoints.launchers.api_server.app_state": _module("x", init_app_state=init_app_state),
         "vllm.entrypoints.openai.api_server": _module(
@@ -143,14 +174,16 @@ def layout_old(log: list[Any]) -> dict[str, ModuleType]:
     async def init_app_state(engine_client: Any, vllm_config: Any, state: Any, args: Any) -> None:
         log.append(("init_app_state", vllm_config))
 
+    engine = _engine_modules(log)
     return {
+        **engine,
         "vllm.utils": _module("x", FlexibleArgumentParser=p["FlexibleArgumentParser"]),
         "vllm.entrypoints.openai.cli_args": _module(
             "x", make_arg_parser=p["make_arg_parser"], validate_parsed_serve_args=p["validate"]
         ),
         "vllm.entrypoints.openai.api_server": _module(
             "x",
-            build_async_engine_client=_engine_factory(log),
+            build_async_engine_client=_engine_factory(log, engine),
             build_app=build_app,
             init_app_state=init_app_state,
         ),
@@ -160,7 +193,7 @@ def layout_old(log: list[Any]) -> dict[str, ModuleType]:
 def importer_for(modules: dict[str, ModuleType]) -> compat.Importer:
     def importer(name: str) -> ModuleType:
         if name not in modules:
-            raise ModuleNotFoundError(name)
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return modules[name]
 
     return importer
@@ -192,8 +225,9 @@ def test_each_layout_builds_the_openai_app(layout: Callable[[list[Any]], Any], e
     log: list[Any] = []
     runtime, app = run_flow(layout(log))
     assert isinstance(app, FakeApp)
-    assert log[:2] == [("validate", "/m"), ("engine", "/m", 2)]
-    assert log[2:] == expected
+    stat_loggers = ("stat_loggers", ["RayPrometheusStatLogger", "PrometheusStatLogger"])
+    assert log[:3] == [("validate", "/m"), ("engine", "/m", 2), stat_loggers]
+    assert log[3:] == expected
     runtime.shutdown()
     assert log[-1] == "engine.shutdown"
     runtime.shutdown()  # idempotent
@@ -217,6 +251,62 @@ def test_module_without_the_attribute_falls_through() -> None:
         "vllm.entrypoints.openai.api_server": _module("x", build_app=build_app),
     }
     assert compat.resolve("build_app", importer_for(modules)) is build_app
+
+
+def test_a_missing_parent_package_means_another_layout() -> None:
+    def build_app(args: Any) -> None: ...
+
+    def importer(name: str) -> ModuleType:
+        if name.startswith("vllm.entrypoints.launchers"):
+            raise ModuleNotFoundError("No module named 'vllm.entrypoints.launchers'", name="vllm.entrypoints.launchers")
+        return _module("x", build_app=build_app)
+
+    assert compat.resolve("build_app", importer) is build_app
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        # The candidate exists but something it imports is broken: an install problem, not another vLLM layout.
+        ImportError("cannot import name 'BaseRoute' from 'starlette.routing'", name="starlette.routing"),
+        ModuleNotFoundError("No module named 'fastapi'", name="fastapi"),
+        ModuleNotFoundError(
+            "No module named 'vllm.entrypoints.launchers.app_helpers'", name="vllm.entrypoints.launchers.app_helpers"
+        ),
+    ],
+    ids=["import-error", "missing-dependency", "missing-submodule-of-the-candidate"],
+)
+def test_a_broken_import_is_raised_as_it_is(error: ImportError) -> None:
+    def importer(name: str) -> ModuleType:
+        raise error
+
+    with pytest.raises(ImportError) as raised:
+        compat.resolve("build_app", importer)
+    assert raised.value is error
+    assert not isinstance(raised.value, compat.CompatError)
+
+
+def test_a_rejected_flag_becomes_one_line_carrying_the_parsers_message(capsys: pytest.CaptureFixture[str]) -> None:
+    runtime = compat.VLLMOpenAI(importer=importer_for(layout_v016([])))
+    with pytest.raises(compat.EngineArgsError) as err:
+        runtime.parse_args(["--model", "/m", "--tensor-parallel-size", "two"])
+    message = str(err.value)
+    assert message.startswith("vLLM rejected the engine arguments (exit 2): ")
+    assert message.endswith("error: argument --tensor-parallel-size: invalid int value: 'two'")
+    assert "\n" not in message
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # no SystemExit chained under it
+    assert "usage:" in capsys.readouterr().err  # the parser's own output is still logged
+
+    with pytest.raises(compat.EngineArgsError, match=r"error: unrecognized arguments: --no-such-flag 1$"):
+        runtime.parse_args(["--model", "/m", "--no-such-flag", "1"])
+
+
+def test_a_good_argv_still_parses_and_is_validated() -> None:
+    log: list[Any] = []
+    runtime = compat.VLLMOpenAI(importer=importer_for(layout_v016(log)))
+    args = runtime.parse_args(["--model", "/m", "--tensor-parallel-size", "2"])
+    assert (args.model, args.tensor_parallel_size) == ("/m", 2)
+    assert log == [("validate", "/m")]
 
 
 def test_call_with_accepted_passes_only_declared_keywords() -> None:
@@ -246,9 +336,58 @@ def test_dead_engine_fails_the_health_check() -> None:
         asyncio.run(runtime.check_health())
 
 
+def test_stat_loggers_are_added_only_while_the_engine_is_built() -> None:
+    log: list[Any] = []
+    modules = layout_v032(log)
+    engine_class = modules["vllm.v1.engine.async_llm"].AsyncLLM
+    original = engine_class.__dict__["from_vllm_config"]
+    run_flow(modules)
+    assert ("stat_loggers", ["RayPrometheusStatLogger", "PrometheusStatLogger"]) in log
+    assert engine_class.__dict__["from_vllm_config"] is original
+    engine_class.from_vllm_config(vllm_config="x")
+    assert log[-1] == ("stat_loggers", [])
+
+
+def test_without_ray_metrics_the_engine_keeps_vllms_default_loggers() -> None:
+    log: list[Any] = []
+    runtime = compat.VLLMOpenAI(importer=importer_for(layout_v016(log)), ray_metrics=False)
+
+    async def flow() -> None:
+        await runtime.start(runtime.parse_args(["--model", "/m", "--tensor-parallel-size", "1"]))
+
+    asyncio.run(flow())
+    assert ("stat_loggers", []) in log
+
+
+def test_a_vllm_without_the_ray_stat_logger_is_refused() -> None:
+    modules = layout_v016([])
+    del modules["vllm.v1.metrics.ray_wrappers"]
+    runtime = compat.VLLMOpenAI(importer=importer_for(modules))
+    with pytest.raises(compat.CompatError, match="RayPrometheusStatLogger"):
+        asyncio.run(runtime.start(runtime.parse_args(["--model", "/m"])))
+
+
 def test_every_entry_point_has_a_candidate_for_both_pinned_releases() -> None:
-    """vLLM 0.16 (Neuron image) and 0.32 (CPU e2e) each find all six entry points."""
+    """vLLM 0.16 (Neuron image) and 0.32 (CPU e2e) each find every entry point."""
     for layout in (layout_v016, layout_v032):
         importer = importer_for(layout([]))
         for name in compat.CANDIDATES:
             assert compat.resolve(name, importer) is not None
+
+
+def test_a_failed_deploy_reports_each_deployments_message() -> None:
+    """Serve's application message only says which deployments failed; the replica's error is in the deployment's
+    (what `serve status` and the RayService's status show). The local servers and the e2e tiers report both."""
+    from tools.bench_servers import deploy_failure
+
+    status = SimpleNamespace(
+        message="Failed to update the deployments ['VLLMDeployment'].",
+        deployments={
+            "VLLMDeployment": SimpleNamespace(message="failed to start 3 times\nEngineArgsError: vLLM rejected ..."),
+            "Other": SimpleNamespace(message=""),
+        },
+    )
+    assert deploy_failure(status) == (
+        "Failed to update the deployments ['VLLMDeployment'].\n"
+        "VLLMDeployment: failed to start 3 times\nEngineArgsError: vLLM rejected ..."
+    )

@@ -17,7 +17,6 @@ BASE: dict[str, Any] = {
     "tensor_parallel_size": 2,
     "max_model_len": 4096,
     "max_num_seqs": 4,
-    "block_size": 4096,
 }
 
 
@@ -59,9 +58,16 @@ def test_bad_args_fail_with_one_line(overrides: dict[str, Any], message: str) ->
 
 def test_missing_arg_is_named() -> None:
     args = dict(BASE)
-    del args["block_size"]
-    with pytest.raises(SettingsError, match=r"^serve args: missing key\(s\) block_size$"):
+    del args["max_num_seqs"]
+    with pytest.raises(SettingsError, match=r"^serve args: missing key\(s\) max_num_seqs$"):
         ServeSettings.from_args(args)
+
+
+def test_block_size_is_optional_but_positive_when_given() -> None:
+    assert settings().block_size is None
+    assert settings(block_size=32).block_size == 32
+    with pytest.raises(SettingsError, match=r"^serve args: block_size=0 is not allowed; allowed: a positive integer$"):
+        settings(block_size=0)
 
 
 def test_neuron_argv_carries_the_preset() -> None:
@@ -72,16 +78,25 @@ def test_neuron_argv_carries_the_preset() -> None:
     assert f["--tensor-parallel-size"] == "2"
     assert f["--max-model-len"] == "4096"
     assert f["--max-num-seqs"] == "4"
-    assert f["--block-size"] == "4096"
     assert f["--dtype"] == "bfloat16"
     assert "--no-enable-prefix-caching" in argv and "--no-enable-chunked-prefill" in argv
     assert "--enforce-eager" not in argv
 
 
+def test_neuron_argv_leaves_the_block_size_to_the_plugin_and_asks_one_block_per_sequence() -> None:
+    """Contiguous KV cache (prefix caching off): the Neuron plugin sets the block size to max_model_len; vLLM 0.16
+    would reject that value as a flag. The Neuron SDK's guide asks for exactly max_num_seqs blocks."""
+    f = flags(launch.engine_argv(settings()))
+    assert "--block-size" not in f
+    assert f["--num-gpu-blocks-override"] == "4"
+    cpu = flags(launch.engine_argv(settings(device="cpu", tensor_parallel_size=1, block_size=32)))
+    assert cpu["--block-size"] == "32" and "--num-gpu-blocks-override" not in cpu
+
+
 def test_cpu_argv_has_no_neuron_defaults() -> None:
     argv = launch.engine_argv(settings(device="cpu", tensor_parallel_size=1, dtype="float32", enforce_eager=True))
     assert "--enforce-eager" in argv
-    assert not [t for t in argv if "prefix-caching" in t or "chunked-prefill" in t]
+    assert not [t for t in argv if "prefix-caching" in t or "chunked-prefill" in t or "gpu-blocks" in t]
 
 
 def test_extra_engine_args_become_flags_and_override_defaults() -> None:
@@ -120,10 +135,9 @@ def test_inexpressible_extra_args_fail(name: str, value: Any, message: str) -> N
 
 
 def test_neuron_env_points_the_plugin_at_the_artifacts() -> None:
-    assert launch.engine_env(settings(), "/cache/x/abc") == {
-        "VLLM_NEURON_FRAMEWORK": "neuronx-distributed-inference",
-        "NEURON_COMPILED_ARTIFACTS": "/cache/x/abc",
-    }
+    """NEURON_COMPILED_ARTIFACTS is the one variable the image's plugin reads; nothing reads VLLM_NEURON_FRAMEWORK."""
+    assert launch.engine_env(settings(), "/cache/x/abc") == {"NEURON_COMPILED_ARTIFACTS": "/cache/x/abc"}
+    assert launch.engine_env(settings(), None) == {}
     assert launch.engine_env(settings(device="cpu"), None) == {}
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from infra.image import base_image
 from infra.serving import ARTIFACT_PREFIX, artifact_policy, base_image_warning, ecr_lifecycle, tls_only_policy
 from tools.render import Render
 from workloads import netpol, rayservice
@@ -100,7 +101,11 @@ def selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
 
 
 def policies(r: Render) -> dict[str, dict[str, Any]]:
-    return {m["metadata"]["name"]: m for m in r.manifests() if m["kind"] == "NetworkPolicy"}
+    return {
+        m["metadata"]["name"]: m
+        for m in r.manifests()
+        if m["kind"] == "NetworkPolicy" and m["metadata"]["namespace"] == rayservice.NAMESPACE
+    }
 
 
 def pod_labels(r: Render) -> dict[str, dict[str, str]]:
@@ -195,9 +200,13 @@ def test_model_id_is_config() -> None:
     assert r.outputs["modelId"] == "meta-llama/Llama-3.1-8B-Instruct"
 
 
-def test_the_base_image_default_is_flagged_and_a_built_image_is_not(dev: Render) -> None:
-    default = dev.config["eks-neuron-llm:servingImage"]
-    assert "no ray[serve]" in (base_image_warning(default) or "")
+def test_the_base_image_as_serving_image_is_flagged_and_the_default_and_a_built_image_are_not(dev: Render) -> None:
+    assert dev.config["eks-neuron-llm:servingImage"] == ""  # the default: the stack builds the image
+    assert base_image_warning("") is None
+    base = base_image()
+    as_config = f"{base.registry}/{base.repository}{base.reference}"
+    assert "no ray[serve]" in (base_image_warning(as_config) or "")
+    assert "Leave eks-neuron-llm:servingImage empty" in (base_image_warning(as_config) or "")
     built = "123456789012.dkr.ecr.us-west-2.amazonaws.com/eks-neuron-llm-dev/serving:0123456789abcdef"
     assert base_image_warning(built) is None
 

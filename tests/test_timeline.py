@@ -16,8 +16,11 @@ from tools.timeline import (
     critical_path,
     deploy_model,
     load_durations,
+    summary,
     timeline,
 )
+
+from .conftest import rendered
 
 # ---------------------------------------------------------------------------------------------------------------
 # The model on small synthetic graphs.
@@ -227,3 +230,49 @@ def test_the_render_summary_prints_the_modeled_critical_path(dev: Render) -> Non
 def test_first_token_is_the_end_of_the_cold_path(dev: Render) -> None:
     model, rs = deploy_model(dev, load_durations())
     assert rs in model.deps["serving_node_launch"] and FIRST_TOKEN in model.seconds
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The serving image build: off the critical path.
+# ---------------------------------------------------------------------------------------------------------------
+
+PREBUILT = "123456789012.dkr.ecr.us-west-2.amazonaws.com/team/serving:2026-11-30"
+
+
+def test_the_image_build_is_off_the_cold_path_and_the_cold_deploy_does_not_grow(each_stack: Render) -> None:
+    t = timeline(each_stack)
+    assert t.image_build is not None
+    names = _path_names([label for label, _, _ in t.cold.steps])
+    assert "serving-build" not in names
+    # it starts as soon as its repository, cache rule, role and sources exist, and ends before the RayService starts
+    assert t.image_build.start < 60 and t.image_build.seconds > 0
+    # the same stack with a prebuilt image (no build at all) takes exactly as long: the build adds nothing
+    prebuilt = timeline(rendered(each_stack.stack, servingImage=PREBUILT))
+    assert prebuilt.image_build is None
+    assert t.cold.total == pytest.approx(prebuilt.cold.total)
+    assert t.pulumi_up.total == pytest.approx(prebuilt.pulumi_up.total)
+
+
+def test_a_build_slower_than_its_slack_would_move_onto_the_path(dev: Render) -> None:
+    # The check above can fail: the model does put the build before the RayService.
+    d = load_durations()
+    t = timeline(dev, d)
+    assert t.image_build is not None
+    slow = Durations(
+        d.default_seconds,
+        ({"type": "pulumi-python:dynamic/image:ServingImageBuild", "seconds": 3600}, *d.resources),
+        d.phases,
+    )
+    s = timeline(dev, slow)
+    names = _path_names([label for label, _, _ in s.cold.steps])
+    assert names.index("serving-build") < names.index("serving-rayservice"), names
+    # the RayService now starts when the build ends, 3600 s after the build's start
+    b = t.image_build
+    assert s.cold.total == pytest.approx(t.cold.total + b.start + 3600 - b.rayservice_start)
+    assert s.image_build is not None and s.image_build.seconds == 0
+    assert "ON the critical path" in "\n".join(summary(dev, slow))
+
+
+def test_the_summary_says_where_the_build_runs(dev: Render) -> None:
+    (line,) = [x for x in summary(dev) if "serving image build" in x]
+    assert "off the critical path" in line and "before the RayService's start" in line

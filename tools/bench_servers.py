@@ -111,6 +111,15 @@ def _check_serve_constants(serve_env: Mapping[str, str]) -> None:
             raise RuntimeError(f"ray.serve was imported before {key}={value} was set; start a new process")
 
 
+def deploy_failure(status: Any) -> str:
+    """An application's failure as Serve's status reports it: the application's message ("Failed to update the
+    deployments [...]") and each deployment's, which carries the replica's own error (the Serve status of the
+    RayService in the cluster shows the same messages)."""
+    parts = [status.message]
+    parts += [f"{name}: {d.message}" for name, d in sorted(status.deployments.items()) if d.message]
+    return "\n".join(parts)
+
+
 @contextmanager
 def plain_vllm(settings: ServeSettings, work: Path, log: Path) -> Iterator[str]:
     """vLLM's OpenAI server in a subprocess; yields its root URL."""
@@ -149,13 +158,26 @@ def stop(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
         proc.wait()
 
 
+def haproxy_side_ports() -> dict[str, str]:
+    """Free loopback ports for the HAProxy ingress's Prometheus frontend and stats page (Ray's defaults 9101 and 8404
+    bind 0.0.0.0), so two local serve apps on one machine (the e2e session's and a test's own, or two checkouts')
+    do not fail each other's HAProxy start with "Address already in use". Only the local servers move them; the
+    cluster keeps Ray's defaults (nothing there scrapes or probes them)."""
+    return {
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+    }
+
+
 @contextmanager
 def serve_app(
     settings: ServeSettings,
     work: Path,
     serve_env: Mapping[str, str] = RAY_SERVE_ENV,
+    *,
     extra_env: Mapping[str, str] | None = None,
     init_options: Mapping[str, Any] | None = None,
+    metrics_export_port: int | None = None,
 ) -> Iterator[str]:
     """The project's Ray Serve application under a local Ray; yields its root URL.
 
@@ -163,9 +185,11 @@ def serve_app(
     It is in the environment before Ray starts, so every Ray process (controller, proxy, replica) reads it.
     ``extra_env`` adds variables the cluster sets on its pods (the API key, the GCS store's CA bundle);
     ``init_options`` adds ``ray.init`` arguments (e.g. ``_redis_password``).
+    ``metrics_export_port``: where the node's Ray metrics agent serves Prometheus text (a pod's port 8080 in the
+    cluster); None lets Ray pick.
     """
     _check_serve_constants(serve_env)  # before the environment changes: a refusal leaves it as it was
-    env = {**engine_env(work), **serve_env, **(extra_env or {})}
+    env = {**engine_env(work), **serve_env, **haproxy_side_ports(), **(extra_env or {})}
     saved = {k: os.environ.get(k) for k in (*env, "RAY_TMPDIR")}
     os.environ.update(env)
     os.environ["RAY_TMPDIR"] = str(work / "ray")
@@ -182,6 +206,7 @@ def serve_app(
         _temp_dir=str(work / "ray"),
         runtime_env={"env_vars": env},
         logging_level="WARNING",
+        _metrics_export_port=metrics_export_port,
         **dict(init_options or {}),
     )
     try:
@@ -197,7 +222,7 @@ def serve_app(
             if status is not None and status.status == ApplicationStatus.RUNNING:
                 break
             if status is not None and status.status == ApplicationStatus.DEPLOY_FAILED:
-                raise RuntimeError(f"serve app failed to deploy: {status.message}")
+                raise RuntimeError(f"serve app failed to deploy: {deploy_failure(status)}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"serve app not RUNNING after {READY_TIMEOUT_S}s: {status}")
             time.sleep(1)

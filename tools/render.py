@@ -32,6 +32,7 @@ import yaml
 from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs, Mocks
 
 REPO = Path(__file__).resolve().parent.parent
+IMAGE_BUILD_TYPE = "pulumi-python:dynamic/image:ServingImageBuild"  # infra.image_build.RESOURCE_TYPE
 SECRET = "[secret]"
 UNKNOWN = "[unknown]"
 ACCOUNT = "123456789012"
@@ -81,6 +82,14 @@ MOCK_OFFERINGS: dict[str, set[str]] = {
 
 class RenderConfigError(Exception):
     """The stack config was rejected; ``lines`` are the one-line messages."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        super().__init__("\n".join(lines))
+
+
+class RenderDeployError(Exception):
+    """A resource's provider failed during the mocked `pulumi up`; ``lines`` are what the engine would print."""
 
     def __init__(self, lines: list[str]) -> None:
         self.lines = lines
@@ -166,9 +175,11 @@ def _arn(service: str, resource: str, region: str, *, global_: bool = False) -> 
 class _Mocks(Mocks):
     """Outputs for each resource type and invoke the program uses; inputs are echoed back as state."""
 
-    def __init__(self, region: str) -> None:
+    def __init__(self, region: str, image_build: str = "built") -> None:
         self.region = region
+        self.image_build = image_build  # the fake AWS's answer to the serving image build (tools/build_fake.py)
         self.monitor: Any = None
+        self.invokes: list[dict[str, Any]] = []  # every invoke: its token, arguments and provider reference
 
     # pulumi.runtime.Mocks interface --------------------------------------------------------------------------
     def new_resource(self, args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
@@ -250,6 +261,8 @@ class _Mocks(Mocks):
                     state.setdefault("name", physical)
         elif typ == "eks:index:Cluster":
             state.update(self._eks_cluster(name, inputs))
+        elif typ == IMAGE_BUILD_TYPE:
+            state.update(self._image_build(name, inputs))
         elif typ == "random:index/randomPassword:RandomPassword":
             state["result"] = _hex(name, "password", n=32)
         elif typ.startswith("kubernetes:") and "metadata" in inputs:
@@ -260,6 +273,7 @@ class _Mocks(Mocks):
         return rid, state
 
     def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        self.invokes.append({"token": args.token, "args": dict(args.args), "provider": args.provider or None})
         return self._call(args), []
 
     def _call(self, args: MockCallArgs) -> dict[str, Any]:
@@ -304,7 +318,34 @@ class _Mocks(Mocks):
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
         if tok == "aws:index/getRegion:getRegion":
             return {"region": region, "name": region, "id": region, "endpoint": f"ec2.{region}.amazonaws.com"}
+        if tok == "aws:ssm/getParametersByPath:getParametersByPath":
+            # AWS's public EKS AMI parameters, from the recorded release notes (tools/eks_ami_releases.yaml).
+            from tools.eks_ami import parameter_names
+
+            names = parameter_names(a["path"], recursive=bool(a.get("recursive")))
+            return {
+                "id": a["path"],
+                "path": a["path"],
+                "recursive": bool(a.get("recursive")),
+                "withDecryption": bool(a.get("withDecryption")),
+                "region": region,
+                "names": names,
+                "arns": [f"arn:aws:ssm:{region}::parameter{n}" for n in names],
+                "types": ["String"] * len(names),
+                "values": [f"ami-{_hex(n)}" for n in names],
+            }
         raise NotImplementedError(f"offline render has no mock for invoke {tok}; add one in tools/render.py")
+
+    # dynamic resources ----------------------------------------------------------------------------------------
+    def _image_build(self, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """The serving image build's outputs: its own provider's ``create``, run as Pulumi's provider process runs it,
+        against a fake AWS (``tools/build_fake.py``); a failure fails the render as it would fail `pulumi up`."""
+        from tools.build_fake import ProviderError, run_create
+
+        try:
+            return run_create(inputs, self.image_build, self.region)
+        except ProviderError as exc:
+            raise RenderDeployError([f"{name}: error: {line}" for line in exc.details.strip().splitlines()]) from None
 
     # remote component outputs -------------------------------------------------------------------------------
     def _eks_cluster(self, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -493,6 +534,7 @@ class Render:
     outputs: dict[str, Any]
     wall_seconds: float
     log: str = ""
+    invokes: list[dict[str, Any]] = field(default_factory=list)
     _by_urn: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -581,9 +623,30 @@ def _reset_pulumi() -> None:
 def _ensure_event_loop() -> None:
     """Pulumi's SDK needs a current event loop; ``asyncio.run`` elsewhere in the process leaves none behind."""
     try:
-        asyncio.get_event_loop()
+        loop = asyncio.get_event_loop()
     except RuntimeError:
-        asyncio.set_event_loop(asyncio.new_event_loop())
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+    if loop.get_exception_handler() is None:
+        loop.set_exception_handler(_not_twice)
+
+
+def _cancel_pending() -> None:
+    """After a resource failed, the program's other registrations and outputs never complete: cancel them, so the next
+    render starts on a clean loop and none is left pending when the process exits."""
+    loop = asyncio.get_event_loop()
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+
+
+def _not_twice(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A failed resource's error reaches the caller as ``RenderDeployError``; the SDK's other futures that hold the
+    same exception are not logged again when they are collected.  Anything else goes to asyncio's default handler."""
+    if not isinstance(context.get("exception"), RenderDeployError):
+        loop.default_exception_handler(context)
 
 
 def _resolve_outputs(root: Any) -> dict[str, Any]:
@@ -603,8 +666,13 @@ def _run_program(root: Path) -> None:
     runpy.run_path(str(root / "__main__.py"), run_name="__main__")
 
 
-def render(stack: str = "dev", overrides: Mapping[str, str] | None = None, root: Path = REPO) -> Render:
-    """Run the program offline for ``stack``; raise ``RenderConfigError`` if the config is rejected."""
+def render(
+    stack: str = "dev", overrides: Mapping[str, str] | None = None, root: Path = REPO, *, image_build: str = "built"
+) -> Render:
+    """Run the program offline for ``stack``; raise ``RenderConfigError`` if the config is rejected.
+
+    ``image_build`` is how the fake AWS answers the serving image build (``tools.build_fake.OUTCOMES``); with
+    ``failed`` the render fails like `pulumi up` does, with ``RenderDeployError``."""
     import pulumi
     from pulumi.runtime import settings
     from pulumi.runtime.stack import run_pulumi_func
@@ -616,7 +684,7 @@ def render(stack: str = "dev", overrides: Mapping[str, str] | None = None, root:
     if region not in MOCK_ZONES:
         # Let the program's validation produce the message; zones only matter once config passes.
         region = "us-west-2"
-    mocks = _Mocks(region)
+    mocks = _Mocks(region, image_build)
     monitor = _make_monitor(mocks, project, stack)
     mocks.monitor = monitor
     _reset_pulumi()
@@ -634,10 +702,13 @@ def render(stack: str = "dev", overrides: Mapping[str, str] | None = None, root:
         outputs = _resolve_outputs(settings.get_root_resource())
     except pulumi.RunError as exc:
         raise RenderConfigError(str(exc).splitlines()) from None
+    except RenderDeployError:
+        _cancel_pending()
+        raise
     finally:
         os.chdir(cwd)
         sys.path[:] = path
-    return Render(stack, values, monitor.records, outputs, time.perf_counter() - start, log.getvalue())
+    return Render(stack, values, monitor.records, outputs, time.perf_counter() - start, log.getvalue(), mocks.invokes)
 
 
 def _manifest_filename(obj: Mapping[str, Any]) -> str:
@@ -686,13 +757,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="override a config value as the engine would pass it (repeatable)",
     )
+    parser.add_argument(
+        "--image-build",
+        choices=("built", "exists", "failed"),
+        default="built",
+        help="how the fake AWS answers the serving image build (default built; failed shows how `pulumi up` fails)",
+    )
     args = parser.parse_args(argv)
     try:
-        result = render(args.stack, _parse_overrides(args.config))
+        result = render(args.stack, _parse_overrides(args.config), image_build=args.image_build)
     except RenderConfigError as exc:
         for line in exc.lines:
             print(line, file=sys.stderr)
         return 2
+    except RenderDeployError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        return 1
     out = args.out or REPO / "build" / "render" / args.stack
     write(result, out)
     print(result.summary())

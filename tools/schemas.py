@@ -4,6 +4,7 @@
   kinds only (custom resources are not in those schemas and are rejected here so they cannot pass silently).
 - ``custom_resource_problems``: a custom resource against its CRD's ``openAPIV3Schema`` (jsonschema), with the
   Kubernetes structural-schema extensions translated and unknown fields rejected unless the schema preserves them.
+  ``crd_schemas`` gives the CRDs' schemas unchanged (tools/cel.py evaluates their CEL rules).
 - ``helm_value_problems``: every key path of a Helm release's values must exist in the chart's own values.yaml.
 
 Each returns a list of one-line problems; empty means valid.
@@ -109,19 +110,27 @@ EKS_BUILTIN_CRDS: dict[tuple[str, str], dict[str, Any]] = {
 
 
 @cache
-def _crds() -> dict[tuple[str, str], dict[str, Any]]:
-    """(apiVersion, kind) -> JSON schema of that version, for every vendored CRD and EKS's own."""
-    out: dict[tuple[str, str], dict[str, Any]] = {
-        key: _object_schema(_structural_to_jsonschema(schema)) for key, schema in EKS_BUILTIN_CRDS.items()
-    }
+def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> that version's ``openAPIV3Schema`` exactly as the vendored CRD has it (do not mutate)."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
     for path in sorted(CRD_DIR.glob("*.yaml")):
         for crd in yaml.load_all(path.read_text(), Loader=_LOADER):
             if not crd or crd.get("kind") != "CustomResourceDefinition":
                 continue
             spec = crd["spec"]
             for version in spec["versions"]:
-                schema = _object_schema(_structural_to_jsonschema(version["schema"]["openAPIV3Schema"]))
-                out[(f"{spec['group']}/{version['name']}", spec["names"]["kind"])] = schema
+                out[(f"{spec['group']}/{version['name']}", spec["names"]["kind"])] = version["schema"][
+                    "openAPIV3Schema"
+                ]
+    return out
+
+
+@cache
+def _crds() -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> JSON schema of that version, for every vendored CRD and EKS's own."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for key, structural in (*EKS_BUILTIN_CRDS.items(), *crd_schemas().items()):
+        out[key] = _object_schema(_structural_to_jsonschema(structural))
     return out
 
 

@@ -9,6 +9,10 @@ wait for what the component waits for.  Each resource takes the typical time its
 exists, so the deploy takes as long as the longest (critical) path.  After Pulumi created the RayService, the
 serving phases follow (node launch, image pull, model download, compile or cache restore, load, ready).
 
+The serving image build (``infra/image.py``) is a resource like the others: it starts when its repository, cache
+rule, role and sources exist and runs beside the network and the cluster; the summary prints when it ends and how
+long before the RayService (the only thing that waits for it) that is.
+
 Warm restart: the RayService's worker is recreated while the compiled artifacts are in the S3 cache (a pod
 restart, a node interruption, a rolled RayCluster).  "node present": the pod comes back on the node it ran on,
 whose image is cached.  "node replaced": Karpenter launches a new node first and the image is pulled again.  Both
@@ -31,6 +35,7 @@ from tools.render import Render, RenderConfigError, render
 
 DURATIONS = Path(__file__).with_name("timeline_durations.yaml")
 RAYSERVICE = "kubernetes:ray.io/v1:RayService"
+IMAGE_BUILD = "pulumi-python:dynamic/image:ServingImageBuild"  # infra.image_build.RESOURCE_TYPE
 FIRST_TOKEN = "first token"
 
 
@@ -83,6 +88,19 @@ class CriticalPath:
 
 def critical_path(model: Model, target: str | None = None) -> CriticalPath:
     """Longest path (earliest finish) to ``target``, or to whichever step finishes last."""
+    finish, via = earliest_finish(model)
+    end = target if target is not None else max(finish, key=lambda k: finish[k])
+    chain: list[tuple[str, float, float]] = []
+    cur: str | None = end
+    while cur is not None:
+        chain.append((model.labels[cur], finish[cur] - model.seconds[cur], model.seconds[cur]))
+        cur = via[cur]
+    chain.reverse()
+    return CriticalPath(finish[end], tuple(s for s in chain if s[2] > 0))
+
+
+def earliest_finish(model: Model) -> tuple[dict[str, float], dict[str, str | None]]:
+    """(when each step finishes if started as soon as its dependencies end, the dependency that ended last)."""
     finish: dict[str, float] = {}
     via: dict[str, str | None] = {}
     visiting: set[str] = set()
@@ -107,14 +125,7 @@ def critical_path(model: Model, target: str | None = None) -> CriticalPath:
 
     for key in model.seconds:
         visit(key)
-    end = target if target is not None else max(finish, key=lambda k: finish[k])
-    chain: list[tuple[str, float, float]] = []
-    cur: str | None = end
-    while cur is not None:
-        chain.append((model.labels[cur], finish[cur] - model.seconds[cur], model.seconds[cur]))
-        cur = via[cur]
-    chain.reverse()
-    return CriticalPath(finish[end], tuple(s for s in chain if s[2] > 0))
+    return finish, via
 
 
 def _short(res: Mapping[str, Any]) -> str:
@@ -195,16 +206,36 @@ def warm_model(durations: Durations, *, node_present: bool) -> Model:
 
 
 @dataclass(frozen=True)
+class Slack:
+    """A step off (or on) the path to the RayService: when it ends, and when the RayService can start."""
+
+    label: str
+    start: float
+    finish: float
+    rayservice_start: float
+
+    @property
+    def seconds(self) -> float:
+        return self.rayservice_start - self.finish
+
+
+@dataclass(frozen=True)
 class Timeline:
     pulumi_up: CriticalPath  # the whole `pulumi up` (every resource created)
     cold: CriticalPath  # `pulumi up` on an empty account to the first token
     warm_node_present: CriticalPath
     warm_node_replaced: CriticalPath
+    image_build: Slack | None  # the serving image build, when the stack builds it
 
 
 def timeline(r: Render, durations: Durations | None = None) -> Timeline:
     durations = durations or load_durations()
-    model, _ = deploy_model(r, durations)
+    model, rs = deploy_model(r, durations)
+    finish, _ = earliest_finish(model)
+    build: Slack | None = None
+    for x in r.of_type(IMAGE_BUILD):
+        start = finish[x["urn"]] - model.seconds[x["urn"]]
+        build = Slack(model.labels[x["urn"]], start, finish[x["urn"]], finish[rs] - model.seconds[rs])
     infra = Model(
         {k: v for k, v in model.seconds.items() if k.startswith("urn:")},
         {k: v for k, v in model.deps.items() if k.startswith("urn:")},
@@ -215,6 +246,7 @@ def timeline(r: Render, durations: Durations | None = None) -> Timeline:
         cold=critical_path(model, FIRST_TOKEN),
         warm_node_present=critical_path(warm_model(durations, node_present=True), FIRST_TOKEN),
         warm_node_replaced=critical_path(warm_model(durations, node_present=False), FIRST_TOKEN),
+        image_build=build,
     )
 
 
@@ -231,6 +263,17 @@ def summary(r: Render, durations: Durations | None = None) -> list[str]:
     ]
     lines += [f"  +{_minutes(start):>9}  {_minutes(s):>8}  {label}" for label, start, s in t.cold.steps]
     lines.append("  top contributors: " + "; ".join(f"{label} {_minutes(s)}" for label, s in t.cold.top(3)))
+    if t.image_build is not None:
+        b = t.image_build
+        where = (
+            f"off the critical path, it ends {_minutes(b.seconds)} before the RayService's start"
+            if b.seconds > 0
+            else "ON the critical path, the RayService waits for it to start"
+        )
+        lines.append(
+            f"  serving image build {_minutes(b.finish - b.start)}, +{_minutes(b.start)} to +{_minutes(b.finish)}: "
+            f"{where} (+{_minutes(b.rayservice_start)})"
+        )
     lines.append(
         f"warm RayService restart to first token (artifacts in S3): node present {_minutes(t.warm_node_present.total)}"
         f", node replaced {_minutes(t.warm_node_replaced.total)}"

@@ -8,6 +8,7 @@
 - The head's dashboard port (8265) is open only to the KubeRay operator, which deploys serveConfigV2 and reads the
   applications' status through it.  People reach the dashboard with ``kubectl port-forward``, which enters the pod
   through the kubelet and is not subject to NetworkPolicy.
+- The Ray pods' metrics ports (``rayservice.METRICS_PORTS``) are open to the monitoring namespace's Prometheus.
 - Kubelet probes come from the node's IP, which the agent always allows.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from workloads import openwebui, rayservice
+from workloads import monitoring, openwebui, rayservice
 from workloads.serve.settings import SERVE_PORT
 
 BENCH_NAMESPACE: Final = "bench"
@@ -51,6 +52,7 @@ def serving_policies(
     openwebui_namespace: str = openwebui.NAMESPACE,
     operator_namespace: str,
     bench_namespace: str = BENCH_NAMESPACE,
+    monitoring_namespace: str = monitoring.NAMESPACE,
 ) -> list[dict[str, Any]]:
     return [
         {
@@ -87,6 +89,17 @@ def serving_policies(
                 {
                     "from": [_in_namespace(operator_namespace, OPERATOR_LABELS)],
                     "ports": [_tcp(rayservice.DASHBOARD_PORT)],
+                }
+            ],
+        ),
+        _policy(
+            "metrics-from-prometheus",
+            namespace,
+            rayservice.RAY_POD_LABELS,
+            [
+                {
+                    "from": [_in_namespace(monitoring_namespace, monitoring.selector(monitoring.PROMETHEUS))],
+                    "ports": [_tcp(port) for port in rayservice.METRICS_PORTS.values()],
                 }
             ],
         ),

@@ -34,6 +34,12 @@ INSTANCE_GENERATION_LABEL = "karpenter.k8s.aws/instance-generation"
 DEFAULT_NODECLASS = "default"
 NEURON_NODECLASS = "neuron"
 
+# The AL2023 AMI variant the instances of each node class boot.  The al2023 alias resolves to every variant Karpenter
+# finds and it picks one per instance type: the default class launches only x86 c/m/r types (the standard AMI), the
+# neuron class only inf2/trn1 (the Neuron AMI, driver and runtime preinstalled).  Every pool requires amd64.
+AMI_ARCH = "x86_64"
+AMI_VARIANTS: dict[str, str] = {DEFAULT_NODECLASS: "standard", NEURON_NODECLASS: "neuron"}
+
 # Default pool: general-purpose x86 of the current generations (6th and newer: m6i/c7i/r7a ...), spot or on-demand.
 DEFAULT_CATEGORIES = ("c", "m", "r")
 DEFAULT_MIN_GENERATION = 5  # Gt 5

@@ -9,6 +9,7 @@ saved once in the database, decides the backend URL and whether sign-up is open.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -17,8 +18,11 @@ from workloads.topology import DEFAULT_POOL, NODEPOOL_LABEL
 
 NAMESPACE: Final = "open-webui"
 NAME: Final = "open-webui"
-# Open WebUI release v0.11.0 (the appVersion of the open-webui Helm chart 16.0.0, schemas/helm-values).
-IMAGE: Final = "ghcr.io/open-webui/open-webui:v0.11.0"
+# Open WebUI v0.12.4, the newest release on PyPI on 2026-12-01 (open-webui 0.12.4); its release workflow tags the image
+# with the release's git tag.  Every variable environment() sets was checked against that release's own code
+# (open_webui/env.py and config.py of the 0.12.4 wheel); docs/versions.md says how, and what reads the others.
+# The browser tier runs the PyPI package of this tag (tools/webui_local.py reads it from here).
+IMAGE: Final = "ghcr.io/open-webui/open-webui:v0.12.4"
 PORT: Final = 8080
 SERVICE_PORT: Final = 80
 DATA_DIR: Final = "/app/backend/data"
@@ -55,6 +59,11 @@ def environment(inputs: OpenWebUIInputs) -> list[dict[str, Any]]:
         plain("WEBUI_AUTH", "true"),
         plain("ENABLE_SIGNUP", "true" if inputs.enable_signup else "false"),
         plain("DEFAULT_USER_ROLE", "pending"),
+        # Open WebUI >= 0.12 calls tools natively by default: every chat request carries its built-in tools, which
+        # vLLM refuses ("auto" tool choice needs --enable-auto-tool-choice and a tool-call parser), so no chat gets
+        # an answer; Llama-3-8B-Instruct's chat template has no tools anyway. Legacy (prompt-based) tool calling
+        # sends plain chat requests. Found by the browser tier (tests/e2e/test_browser.py).
+        plain("DEFAULT_MODEL_PARAMS", json.dumps({"function_calling": "legacy"})),
         plain("ENABLE_PERSISTENT_CONFIG", "false"),
         plain("DATA_DIR", DATA_DIR),
         plain("PORT", str(PORT)),
@@ -99,7 +108,8 @@ def pod_spec(inputs: OpenWebUIInputs) -> dict[str, Any]:
                 # The first start downloads the RAG embedding model into the data volume: allow 10 minutes.
                 "startupProbe": _probe("/health", period=10, failures=60),
                 "livenessProbe": _probe("/health", period=20, failures=3),
-                "readinessProbe": _probe("/health/db", period=10, failures=3),
+                # /ready: start-up finished and the database answers (/health only says the process is up).
+                "readinessProbe": _probe("/ready", period=10, failures=3),
                 "volumeMounts": [
                     {"name": "data", "mountPath": DATA_DIR},
                     {"name": "tmp", "mountPath": "/tmp"},

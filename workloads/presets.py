@@ -5,6 +5,12 @@ devices) and hosts ``replicas_per_worker`` Serve replicas of ``tensor_parallel_s
 ``neuron_cores`` resource divides the node's cores between them.  ``check`` validates a preset against the instance
 facts and the model's architecture and returns one-line reasons, so a preset that cannot load the model never
 reaches the cluster.
+
+KV cache: with prefix caching and chunked prefill off (``serve.launch``), the Neuron plugin (vllm-neuron 0.5.x) keeps
+a contiguous KV cache, one block of ``max_model_len`` tokens per sequence: it sets vLLM's block size to
+``max_model_len`` itself, and the replica passes ``--num-gpu-blocks-override max_num_seqs`` as the Neuron SDK's vLLM
+guide asks for that layout.  So a preset has no block size (vLLM 0.16 would reject one that large anyway: it accepts
+1-256), and ``check`` sizes the cache as ``max_num_seqs x max_model_len`` tokens, which is what the engine allocates.
 """
 
 from __future__ import annotations
@@ -69,7 +75,6 @@ class Preset:
     replicas_per_worker: int
     max_model_len: int
     max_num_seqs: int
-    block_size: int
     min_replicas: int
     max_replicas: int
     target_ongoing_requests: int
@@ -81,6 +86,11 @@ class Preset:
     @property
     def pool(self) -> str:
         return {"inf2": INF2_POOL, "trn1": TRN1_POOL}[self.instance.family]
+
+    @property
+    def kv_cache_tokens(self) -> int:
+        """Tokens of KV cache a replica holds: one contiguous block of max_model_len per sequence (module doc)."""
+        return self.max_num_seqs * self.max_model_len
 
     @property
     def worker_neuron_cores(self) -> int:
@@ -122,8 +132,6 @@ def _preset(instance: str, tp: int, per_worker: int, seqs: int, max_replicas: in
         replicas_per_worker=per_worker,
         max_model_len=8192,
         max_num_seqs=seqs,
-        # The NxD Inference backend keeps a contiguous KV cache per sequence: one block of the full context.
-        block_size=8192,
         min_replicas=1,
         max_replicas=max_replicas,
         # Scale out before a replica's batch is full: three quarters of max_num_seqs in flight per replica.
@@ -167,14 +175,12 @@ def check(preset: Preset, model: ModelFacts) -> list[str]:
     if model.kv_heads % tp and tp % model.kv_heads:
         why.append(f"tensor parallel degree {tp} and the {model.kv_heads} KV heads do not divide one another")
     available = tp * inst.memory_per_core_gib * (1 - DEVICE_MEMORY_RESERVE)
-    needed = model.weights_gib + model.kv_cache_gib(preset.max_num_seqs * preset.max_model_len)
+    needed = model.weights_gib + model.kv_cache_gib(preset.kv_cache_tokens)
     if needed > available:
         why.append(
             f"weights + KV cache need {needed:.1f} GiB per replica; {tp} NeuronCores of {inst.name} offer "
             f"{available:.1f} GiB after a {DEVICE_MEMORY_RESERVE:.0%} reserve"
         )
-    if preset.max_model_len % preset.block_size:
-        why.append(f"block size {preset.block_size} does not divide max model length {preset.max_model_len}")
     if not 1 <= preset.min_replicas <= preset.max_replicas:
         why.append(f"replicas {preset.min_replicas}..{preset.max_replicas} are not 1 <= min <= max")
     return why

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -71,13 +71,16 @@ DASHBOARD_PORT: Final = 8265
 GCS_PORT: Final = 6379
 CLIENT_PORT: Final = 10001
 METRICS_PORT: Final = 8080
+# Ports Prometheus scrapes on Ray pods, by container port name: every node's metrics agent (Ray core, Ray Serve and
+# vLLM's engine metrics through its Ray stat logger); on the head also the autoscaler's and the dashboard's.
+METRICS_PORTS: Final[dict[str, int]] = {"metrics": METRICS_PORT, "as-metrics": 44217, "dash-metrics": 44227}
 # A cold start is: Karpenter launches a node (~3 min), the ~15 GB image is pulled, 16 GB of weights are downloaded
 # and, without a cached artifact, the model is compiled for Neuron.  KubeRay fails the RayService for good (delete and
 # recreate to retry) once initialization exceeds this, so it is generous.
 INITIALIZING_TIMEOUT: Final = "60m"
 # KubeRay 1.7: a new RayCluster is brought up beside the old one and traffic switches when its Serve app is healthy.
 UPGRADE_STRATEGY: Final = "NewCluster"
-# Ray in the serving image (workloads/image/Dockerfile ARG RAY_VERSION; a test keeps the two equal).
+# Ray in the serving image (workloads/image/serve-requirements.txt; a test keeps the two equal).
 RAY_VERSION: Final = "2.60.0"
 
 APP_ROOT: Final = "/opt/app"
@@ -193,6 +196,8 @@ class RayServiceInputs:
     namespace: str = NAMESPACE
     # None: the GCS keeps its state in memory and a head restart restarts the whole Ray cluster (dev).
     gcs_store: GcsStore | None = None
+    # Extra environment of the head only: where the Ray dashboard finds Prometheus and Grafana.
+    head_env: Mapping[str, str] = field(default_factory=dict)
 
 
 def serve_settings(inputs: RayServiceInputs) -> ServeSettings:
@@ -204,7 +209,6 @@ def serve_settings(inputs: RayServiceInputs) -> ServeSettings:
         tensor_parallel_size=p.tensor_parallel_size,
         max_model_len=p.max_model_len,
         max_num_seqs=p.max_num_seqs,
-        block_size=p.block_size,
         artifact_cache_uri=inputs.artifact_cache_uri,
         compiled_artifacts_dir=COMPILED_ARTIFACTS_DIR,
         require_api_key=True,
@@ -271,8 +275,8 @@ def _container_security(*, drop_capabilities: bool = True) -> dict[str, Any]:
     return out
 
 
-def head_env(inputs: RayServiceInputs) -> list[dict[str, Any]]:
-    env = _common_env(inputs)
+def _head_env(inputs: RayServiceInputs) -> list[dict[str, Any]]:
+    env = [*_common_env(inputs), *({"name": k, "value": v} for k, v in inputs.head_env.items())]
     if inputs.gcs_store is not None:
         env.append({"name": REDIS_CA_CERT_ENV, "value": SYSTEM_CA_BUNDLE})
     return env
@@ -303,12 +307,12 @@ def head_group(inputs: RayServiceInputs) -> dict[str, Any]:
                     {
                         "name": "ray-head",
                         "image": inputs.image,
-                        "env": head_env(inputs),
+                        "env": _head_env(inputs),
                         "ports": [
                             {"name": "gcs-server", "containerPort": GCS_PORT},
                             {"name": "dashboard", "containerPort": DASHBOARD_PORT},
                             {"name": "client", "containerPort": CLIENT_PORT},
-                            {"name": "metrics", "containerPort": METRICS_PORT},
+                            *({"name": n, "containerPort": p} for n, p in METRICS_PORTS.items()),
                         ],
                         "resources": HEAD_RESOURCES,
                         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, _code_mount()],

@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import io
+import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
+import yaml
 from openai import OpenAI
 
+from workloads import rayservice
 from workloads.client import chat
+from workloads.presets import MODELS, PRESETS, Preset
+from workloads.serve import launch
+from workloads.serve.settings import ServeSettings
 
-from .conftest import Endpoint
+from .conftest import ROOT, Endpoint
+
+DEFAULT_MODEL = next(iter(MODELS))
 
 pytestmark = [
     pytest.mark.e2e,
@@ -204,24 +218,96 @@ def test_probes_and_scrapes_need_no_key(endpoint: Endpoint) -> None:
             assert answer.status == 200 and expect in answer.read().decode(), path
 
 
-def test_neuron_engine_flags_are_real_vllm_flags() -> None:
-    """The Neuron replica's argv (preset defaults + extra args) parses with the installed vLLM's own parser."""
-    from workloads.serve import launch
-    from workloads.serve.compat import VLLMOpenAI
-    from workloads.serve.settings import ServeSettings
-
-    settings = ServeSettings(
-        model="NousResearch/Meta-Llama-3-8B-Instruct",
-        served_model_name="llama",
-        device="neuron",
-        tensor_parallel_size=2,
-        max_model_len=4096,
-        max_num_seqs=4,
-        block_size=4096,
-        extra_engine_args={"additional_config": {"override_neuron_config": {"enable_bucketing": True}}, "seed": 1},
+def rendered_engine_argv(preset: Preset, model_id: str, extra_engine_args: dict[str, Any] | None = None) -> list[str]:
+    """The argv a Neuron replica hands vLLM: serveConfigV2 as the RayService renders it, read back as the replica
+    reads it (``ServeSettings.from_args``), turned into flags by ``launch.engine_argv``."""
+    inputs = rayservice.RayServiceInputs(
+        preset=preset,
+        model_id=model_id,
+        image="example.com/serving:1",
+        region="us-east-1",
+        code_sha256="0" * 64,
+        artifact_cache_uri="s3://artifacts/neuron-artifacts",
+        hf_token_secret=None,
     )
-    args = VLLMOpenAI().parse_args(launch.engine_argv(settings))
-    assert (args.tensor_parallel_size, args.max_model_len, args.max_num_seqs, args.block_size) == (2, 4096, 4, 4096)
-    assert args.enable_prefix_caching is False and args.enable_chunked_prefill is False
-    assert args.served_model_name == ["llama"] and args.dtype == "bfloat16" and args.seed == 1
-    assert args.additional_config == {"override_neuron_config": {"enable_bucketing": True}}
+    serve_config = yaml.safe_load(rayservice.rayservice(inputs)["spec"]["serveConfigV2"])
+    (app,) = serve_config["applications"]
+    args = dict(app["args"])
+    if extra_engine_args is not None:
+        args["extra_engine_args"] = extra_engine_args
+    return launch.engine_argv(ServeSettings.from_args(args))
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_presets_engine_argv_parses_with_the_installed_vllm(name: str) -> None:
+    """Each preset's Neuron argv, exactly as rendered, passes the installed vLLM's own parser and validation (the
+    vLLM 0.16 tier runs the Neuron image's release; the default e2e tier a newer one)."""
+    from workloads.serve.compat import VLLMOpenAI
+
+    preset = PRESETS[name]
+    for model_id in MODELS:
+        args = VLLMOpenAI().parse_args(rendered_engine_argv(preset, model_id))
+        assert args.model == args.served_model_name[0] == model_id
+        assert (args.tensor_parallel_size, args.max_model_len, args.max_num_seqs) == (
+            preset.tensor_parallel_size,
+            preset.max_model_len,
+            preset.max_num_seqs,
+        )
+        assert args.dtype == "bfloat16"
+        assert args.enable_prefix_caching is False and args.enable_chunked_prefill is False
+
+
+def test_neuron_overrides_go_through_additional_config() -> None:
+    """vLLM 0.16 has no --override-neuron-config; the Neuron plugin reads override_neuron_config from
+    --additional-config, which extra_engine_args expresses as JSON."""
+    from workloads.serve.compat import EngineArgsError, VLLMOpenAI
+
+    overrides = {"additional_config": {"override_neuron_config": {"enable_bucketing": True}}, "seed": 1}
+    args = VLLMOpenAI().parse_args(rendered_engine_argv(PRESETS["inf2.8xlarge"], DEFAULT_MODEL, overrides))
+    assert args.additional_config == {"override_neuron_config": {"enable_bucketing": True}} and args.seed == 1
+    with pytest.raises(EngineArgsError, match=r"unrecognized arguments: --override-neuron-config"):
+        VLLMOpenAI().parse_args(
+            rendered_engine_argv(PRESETS["inf2.8xlarge"], DEFAULT_MODEL, {"override_neuron_config": {"a": 1}})
+        )
+
+
+# vLLM 0.16 echoes the flag with its value; 0.32 names the flag alone.
+UNKNOWN_FLAG_ERRORS = (
+    "error: unrecognized arguments: --no-such-flag 1",
+    "error: unrecognized arguments: --no-such-flag",
+)
+
+
+def test_a_replica_that_cannot_start_says_why_in_the_serve_status() -> None:
+    """A flag vLLM rejects fails the deploy with the parser's own message in the Serve status, not only "Failed to
+    update the deployments". Own process: the session's Ray (the endpoint fixture) may be running in this one."""
+    # Short path: Ray's unix sockets live under the work directory and have a ~107-character limit.
+    work = Path(tempfile.mkdtemp(prefix="e2e-bad-", dir="/tmp"))
+    script = f"""
+import sys
+from pathlib import Path
+from tools.bench_servers import serve_app, tiny_settings
+from tests.e2e import tiny_model
+from dataclasses import replace
+work = Path({str(work)!r})
+settings = replace(tiny_settings(tiny_model.build(work / "model")), extra_engine_args={{"no_such_flag": 1}})
+try:
+    with serve_app(settings, work):
+        sys.exit("the app started with a flag vLLM does not have")
+except RuntimeError as exc:
+    print()
+    print("RAISED", exc)
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env, cwd=ROOT, check=False
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert done.returncode == 0 and "\nRAISED " in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+    message = done.stdout[done.stdout.index("\nRAISED ") + len("\nRAISED ") :]
+    assert message.startswith("serve app failed to deploy: "), message
+    # The reason, whole, on one line of the status: the parser's error as vLLM printed it.
+    reason = "vLLM rejected the engine arguments (exit 2): "
+    assert [line for line in message.splitlines() if reason in line and line.endswith(UNKNOWN_FLAG_ERRORS)], message

@@ -5,10 +5,11 @@ Layout under ``artifact_cache_uri`` (``s3://bucket/prefix``)::
     <prefix>/<key>/<relative path of each file>
     <prefix>/<key>/MANIFEST.json     written last: {"files": {relative path: size}}
 
-``key`` is a digest of everything that changes a compile, so artifacts of another model, engine setting or SDK are
-never loaded.  A save is complete only once the manifest exists; a restore reads the manifest first and downloads
-exactly the files it lists into a temporary sibling directory, checks their sizes, then renames it into place, so a
-crash halfway never leaves a partial artifact directory for the engine to trip on.
+``key`` is a digest of everything that changes a compile (the engine's command line as the replica builds it, less
+the name the model is served under, and the installed Neuron/vLLM versions), so artifacts of another model, engine
+setting or SDK are never loaded.  A save is complete only once the manifest exists; a restore reads the manifest
+first and downloads exactly the files it lists into a temporary sibling directory, checks their sizes, then renames
+it into place, so a crash halfway never leaves a partial artifact directory for the engine to trip on.
 
 The S3 client is passed in (boto3's in the cluster, credentials from EKS Pod Identity; a fake in tests).  Any cache
 failure is logged and ignored: the worst case is the compile the cache exists to avoid, never a replica that does not
@@ -29,6 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
+from . import launch
 from .settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -92,17 +94,19 @@ def installed_versions(distributions: tuple[str, ...] = COMPILE_DISTRIBUTIONS) -
     return out
 
 
+def compile_argv(settings: ServeSettings) -> list[str]:
+    """The engine's command line (``launch.engine_argv``: model, shape, dtype, the Neuron defaults such as the KV
+    block count, extra args) less the name the model is served under, which no compile sees."""
+    argv = launch.engine_argv(settings)
+    at = argv.index("--served-model-name")
+    return argv[:at] + argv[at + 2 :]
+
+
 def cache_key(settings: ServeSettings, versions: Mapping[str, str]) -> str:
-    """Digest of every input that changes the compiled artifacts (model, engine shape, dtype, extra args, SDK)."""
+    """Digest of every input that changes the compiled artifacts: the engine's flags and the installed SDK."""
     inputs = {
-        "model": settings.model,
         "device": settings.device,
-        "tensor_parallel_size": settings.tensor_parallel_size,
-        "max_model_len": settings.max_model_len,
-        "max_num_seqs": settings.max_num_seqs,
-        "block_size": settings.block_size,
-        "dtype": settings.dtype,
-        "extra_engine_args": dict(settings.extra_engine_args),
+        "engine_argv": compile_argv(settings),
         "versions": dict(sorted(versions.items())),
     }
     blob = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)

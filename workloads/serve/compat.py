@@ -8,7 +8,13 @@ four entry points that build it, whose module paths and signatures differ betwee
 - the CLI parser (``make_arg_parser`` on a ``FlexibleArgumentParser``) and ``validate_parsed_serve_args``;
 - ``build_async_engine_client(args)``: async context manager yielding the engine client;
 - ``build_app(args[, supported_tasks[, model_config]])``: the FastAPI app with every vLLM route;
-- ``init_app_state(engine_client, state, args[, supported_tasks])`` (older releases also took ``vllm_config``).
+- ``init_app_state(engine_client, state, args[, supported_tasks])`` (older releases also took ``vllm_config``);
+- ``AsyncLLM`` (its ``from_vllm_config`` takes ``stat_loggers``), ``RayPrometheusStatLogger`` and
+  ``PrometheusStatLogger``: the engine records its metrics through vLLM's Ray stat logger into ``ray.util.metrics``,
+  so each node's Ray metrics agent exports every replica's TTFT/ITL/latency histograms, queue and KV-cache gauges
+  (labelled with the replica); the default Prometheus logger is kept beside it, so the replica's own ``/metrics``
+  route still answers.  ``build_async_engine_client`` offers no way to pass stat loggers, so while it builds the
+  engine, ``AsyncLLM.from_vllm_config`` is wrapped to add them (``engine_stat_loggers``).
 
 Candidates are tried newest first; optional parameters are passed only when the function declares them.  Adding a
 vLLM version means adding a candidate path here, nowhere else.
@@ -16,10 +22,13 @@ vLLM version means adding a candidate path here, nowhere else.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AsyncExitStack
+import io
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, contextmanager
 from types import ModuleType
 from typing import Any
 
@@ -49,13 +58,31 @@ CANDIDATES: Mapping[str, Sequence[tuple[str, str]]] = {
         ("vllm.entrypoints.launchers.api_server.app_state", "init_app_state"),
         ("vllm.entrypoints.openai.api_server", "init_app_state"),
     ),
+    "AsyncLLM": (("vllm.v1.engine.async_llm", "AsyncLLM"),),
+    "RayPrometheusStatLogger": (("vllm.v1.metrics.ray_wrappers", "RayPrometheusStatLogger"),),
+    "PrometheusStatLogger": (("vllm.v1.metrics.loggers", "PrometheusStatLogger"),),
 }
+STAT_LOGGERS = ("RayPrometheusStatLogger", "PrometheusStatLogger")
 
 Importer = Callable[[str], ModuleType]
 
 
 class CompatError(ImportError):
     """No candidate of an entry point exists in the installed vLLM; the message names what was tried."""
+
+
+class EngineArgsError(ValueError):
+    """vLLM's own parser rejected the engine arguments; the message is one line carrying the parser's."""
+
+
+def _is_missing(exc: ModuleNotFoundError, module_name: str) -> bool:
+    """Whether ``exc`` says the candidate module itself (or a package above it) does not exist.
+
+    Anything else, such as a module the candidate imports failing (a fastapi/starlette mismatch), is a broken
+    install, not another layout, and must surface as it is.
+    """
+    missing = exc.name or ""
+    return bool(missing) and (module_name == missing or module_name.startswith(missing + "."))
 
 
 def resolve(name: str, importer: Importer = importlib.import_module) -> Any:
@@ -65,7 +92,9 @@ def resolve(name: str, importer: Importer = importlib.import_module) -> Any:
         tried.append(f"{module_name}.{attr}")
         try:
             module = importer(module_name)
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if not _is_missing(exc, module_name):
+                raise
             continue
         if hasattr(module, attr):
             return getattr(module, attr)
@@ -80,27 +109,67 @@ def call_with_accepted(fn: Callable[..., Any], *args: Any, **optional: Any) -> A
     return fn(*args, **passed)
 
 
+@contextmanager
+def engine_stat_loggers(engine_class: Any, loggers: Sequence[Any]) -> Iterator[None]:
+    """While the block runs, ``engine_class.from_vllm_config`` builds engines with ``loggers`` as stat loggers."""
+    original = engine_class.__dict__["from_vllm_config"]
+    bound = engine_class.from_vllm_config
+
+    def with_loggers(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs["stat_loggers"] = [*(kwargs.get("stat_loggers") or []), *loggers]
+        return bound(*args, **kwargs)
+
+    engine_class.from_vllm_config = classmethod(with_loggers)
+    try:
+        yield
+    finally:
+        engine_class.from_vllm_config = original
+
+
 class VLLMOpenAI:
     """vLLM's OpenAI server, assembled from whatever layout the installed vLLM has."""
 
-    def __init__(self, importer: Importer = importlib.import_module) -> None:
+    def __init__(self, importer: Importer = importlib.import_module, *, ray_metrics: bool = True) -> None:
         self._importer = importer
         self._stack = AsyncExitStack()
+        self._ray_metrics = ray_metrics
         self.engine_client: Any = None
 
     def _get(self, name: str) -> Any:
         return resolve(name, self._importer)
 
     def parse_args(self, argv: Sequence[str]) -> Any:
-        """argv -> the argparse Namespace of ``vllm serve``, validated by vLLM itself."""
+        """argv -> the argparse Namespace of ``vllm serve``, validated by vLLM itself.
+
+        argparse reports a bad flag on stderr and exits; here that becomes an ``EngineArgsError`` carrying the
+        parser's message, so it reaches the Serve status (a ``SystemExit`` would only kill the replica silently).
+        """
         parser = self._get("make_arg_parser")(self._get("FlexibleArgumentParser")())
-        args = parser.parse_args(list(argv))
+        stderr = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(stderr):
+                args = parser.parse_args(list(argv))
+        except SystemExit as exit_:
+            lines = [line.strip() for line in stderr.getvalue().splitlines() if line.strip()]
+            reason = next((line for line in reversed(lines) if "error:" in line), lines[-1] if lines else "")
+            raise EngineArgsError(
+                f"vLLM rejected the engine arguments (exit {exit_.code}): {reason or 'no message'}"
+            ) from None
+        finally:
+            sys.stderr.write(stderr.getvalue())  # what the parser said is still logged, failure or not
         self._get("validate_parsed_serve_args")(args)
         return args
 
     async def start(self, args: Any) -> Any:
-        """Start the engine (kept running until ``shutdown``) and return its client."""
-        client = await self._stack.enter_async_context(self._get("build_async_engine_client")(args))
+        """Start the engine (kept running until ``shutdown``) and return its client; with ``ray_metrics`` its
+        metrics also go to Ray's metrics agent (vLLM's Ray stat logger)."""
+        build = self._get("build_async_engine_client")
+        if self._ray_metrics:
+            loggers = [self._get(name) for name in STAT_LOGGERS]
+            with engine_stat_loggers(self._get("AsyncLLM"), loggers):
+                client = await self._stack.enter_async_context(build(args))
+        else:
+            client = await self._stack.enter_async_context(build(args))
         self.engine_client = client
         return client
 

@@ -13,21 +13,28 @@ from typing import Any
 
 from .settings import NEURON_CORES_RAY_RESOURCE, ServeSettings
 
-# Environment of the vLLM Neuron plugin (vllm-neuron on NxD Inference, as in the Neuron vLLM 0.16 image):
+# Environment of the vLLM Neuron plugin (vllm-neuron 0.5.x on NxD Inference, as in the Neuron vLLM 0.16 image):
 # NEURON_COMPILED_ARTIFACTS is where the model loader looks for a compiled model first and, when loading from it
-# fails, compiles and saves the result.
+# fails, compiles and saves the result. The plugin always runs on NxD Inference and reads no framework variable.
 NEURON_COMPILED_ARTIFACTS_ENV = "NEURON_COMPILED_ARTIFACTS"
-NEURON_FRAMEWORK_ENV = "VLLM_NEURON_FRAMEWORK"
-NEURON_FRAMEWORK = "neuronx-distributed-inference"
 
-# Engine flags every Neuron replica starts with; extra_engine_args can override any of them (later flags win).
-# vLLM turns prefix caching on by default; without it the Neuron plugin serves from a contiguous KV cache (it sets
-# block_size = max_model_len itself), the layout inf2/trn1 presets are sized for. Its scheduler turns chunked prefill
-# off on its own; saying so here keeps the logged engine config truthful.
-NEURON_DEFAULT_FLAGS: Mapping[str, Any] = {
-    "enable_prefix_caching": False,
-    "enable_chunked_prefill": False,
-}
+
+def neuron_default_flags(settings: ServeSettings) -> dict[str, Any]:
+    """Engine flags every Neuron replica starts with; extra_engine_args can override any of them (later flags win).
+
+    vLLM turns prefix caching on by default; without it the Neuron plugin serves from a contiguous KV cache (it sets
+    the block size to max_model_len itself), the layout the inf2/trn1 presets are sized for, and the Neuron SDK's vLLM
+    guide asks for exactly max_num_seqs KV blocks with it (the plugin adds vLLM's null block on top). Its scheduler
+    turns chunked prefill off on its own; saying so here keeps the logged engine config truthful. Neuron-specific
+    settings go through ``additional_config={"override_neuron_config": {...}}`` (vLLM 0.16 has no
+    ``--override-neuron-config``).
+    """
+    return {
+        "enable_prefix_caching": False,
+        "enable_chunked_prefill": False,
+        "num_gpu_blocks_override": settings.max_num_seqs,
+    }
+
 
 # Overload: a replica admits max_ongoing_requests (handed to vLLM, which runs max_num_seqs of them and queues the
 # rest) plus max_queued_requests waiting in the replica for a slot; Serve refuses the next one at once with this
@@ -81,15 +88,15 @@ def engine_argv(settings: ServeSettings) -> list[str]:
         str(settings.max_model_len),
         "--max-num-seqs",
         str(settings.max_num_seqs),
-        "--block-size",
-        str(settings.block_size),
         "--dtype",
         settings.dtype,
     ]
+    if settings.block_size is not None:
+        argv += ["--block-size", str(settings.block_size)]
     if settings.enforce_eager:
         argv.append("--enforce-eager")
     if settings.device == "neuron":
-        for name, value in NEURON_DEFAULT_FLAGS.items():
+        for name, value in neuron_default_flags(settings).items():
             argv += flag_args(name, value)
     for name, value in settings.extra_engine_args.items():
         argv += flag_args(name, value)
@@ -98,12 +105,9 @@ def engine_argv(settings: ServeSettings) -> list[str]:
 
 def engine_env(settings: ServeSettings, artifacts_path: str | None) -> dict[str, str]:
     """Environment variables the replica sets before the engine starts (none are needed on CPU)."""
-    if settings.device != "neuron":
+    if settings.device != "neuron" or artifacts_path is None:
         return {}
-    env = {NEURON_FRAMEWORK_ENV: NEURON_FRAMEWORK}
-    if artifacts_path is not None:
-        env[NEURON_COMPILED_ARTIFACTS_ENV] = artifacts_path
-    return env
+    return {NEURON_COMPILED_ARTIFACTS_ENV: artifacts_path}
 
 
 def deployment_options(settings: ServeSettings) -> dict[str, Any]:

@@ -53,7 +53,9 @@ class ServeSettings:
     tensor_parallel_size: int
     max_model_len: int
     max_num_seqs: int
-    block_size: int
+    # vLLM's KV block size in tokens; None leaves it to the engine. On Neuron it stays None: the plugin sets it to
+    # max_model_len itself (contiguous KV cache; workloads/presets.py), and vLLM 0.16 accepts only 1-256 here.
+    block_size: int | None = None
     dtype: str = "bfloat16"
     # s3://bucket/prefix where compiled Neuron artifacts are restored from and saved to; None disables the cache.
     artifact_cache_uri: str | None = None
@@ -84,6 +86,8 @@ class ServeSettings:
             raise SettingsError(f"serve args: missing key(s) {', '.join(missing)}")
         values = dict(args)
         for name in ("tensor_parallel_size", "max_model_len", "max_num_seqs", "block_size"):
+            if name == "block_size" and values.get(name) is None:
+                continue
             if not isinstance(values[name], int) or isinstance(values[name], bool) or values[name] < 1:
                 raise SettingsError(f"serve args: {name}={values[name]!r} is not allowed; allowed: a positive integer")
         if not isinstance(values.get("require_api_key", False), bool):
