@@ -156,9 +156,9 @@ class GcsStore(pulumi.ComponentResource):
             value=token.result.apply(pulumi.Output.secret),
             opts=on_k8s,
         )
-        policy = pulumi.Output.all(args.namespace, args.cluster_security_group_id, client.id).apply(
-            lambda v: security_group_policy(v[0], [v[1], v[2]])
-        )
+        policy = pulumi.Output.all(
+            namespace=args.namespace, cluster_group=args.cluster_security_group_id, client_group=client.id
+        ).apply(lambda v: security_group_policy(v["namespace"], [v["cluster_group"], v["client_group"]]))
         sgp = k8s.apiextensions.CustomResource(
             f"{name}-security-group-policy",
             api_version=SECURITY_GROUP_POLICY_API,
