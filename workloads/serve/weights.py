@@ -12,13 +12,14 @@ upload them in the background after the engine started.  The engine then loads t
 and never asks the Hub.  A copy without its manifest (an upload cut short) is never read.  Cache failures only cost
 the Hub download they would have saved; a Hub that cannot be reached when S3 has no copy fails the start, as before.
 
-Only the files the engine loads are fetched (``PATTERNS``): safetensors, the JSON configs and the tokenizer, not the
-repository's ``original/`` checkpoint (Meta's Llama 3 repositories carry a second 16 GB copy there).
+Only the files the engine loads are fetched (``PATTERNS``): safetensors, the configs, the tokenizer and the chat
+template, not the repository's ``original/`` checkpoint (Meta's Llama 3 repositories carry a second 16 GB copy there).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -33,7 +34,7 @@ from .settings import ServeSettings
 log = logging.getLogger(__name__)
 
 WHAT = "weights cache"
-PATTERNS = ("*.json", "*.safetensors", "*.model", "*.tiktoken", "*.txt")
+PATTERNS = ("*.json", "*.safetensors", "*.jinja", "*.model", "*.tiktoken", "*.txt")
 IGNORED = ("original/*",)
 # A Hub repository id ("org/name") and a revision (branch, tag or commit): path segments of the S3 key.
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -76,8 +77,9 @@ def plan(settings: ServeSettings) -> WeightsPlan | None:
 
 
 def hub_download(model: str, revision: str, dest: Path) -> None:
-    """The engine's files of ``model`` at ``revision`` from the Hugging Face Hub (``HF_TOKEN``/``HF_ENDPOINT`` from
-    the environment) into ``dest``, which exists only once the download is complete."""
+    """The engine's files of ``model`` at ``revision`` from the Hugging Face Hub into ``dest``, which exists only once
+    the download is complete.  ``HF_TOKEN`` comes from the environment; so does ``HF_ENDPOINT``, read here at call
+    time (huggingface_hub reads it once, at import)."""
     from huggingface_hub import snapshot_download  # in the serving image; not needed by the render
 
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -89,6 +91,7 @@ def hub_download(model: str, revision: str, dest: Path) -> None:
             local_dir=staging,
             allow_patterns=list(PATTERNS),
             ignore_patterns=list(IGNORED),
+            endpoint=os.environ.get("HF_ENDPOINT") or None,
         )
         shutil.rmtree(staging / ".cache", ignore_errors=True)  # the Hub client's bookkeeping, not the model's
         if dest.exists():
