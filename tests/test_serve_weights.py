@@ -7,8 +7,10 @@ boto3, huggingface_hub and S3 wire protocol are exercised by the e2e tier (tests
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -218,3 +220,53 @@ def test_plan_keys_by_model_and_revision() -> None:
     assert p is not None and p.key == f"{MODEL}/main"
     assert p.remote == cache.Location("artifacts-bucket", "model-weights")
     assert p.local_dir == Path("/cache/weights") / MODEL / "main"
+
+
+class RacingS3(FakeS3):
+    """Another replica of the same worker finishes its restore into the shared directory while this one downloads."""
+
+    def __init__(self, dest: Path) -> None:
+        super().__init__()
+        self.dest = dest
+        self.race = False
+
+    def download_file(self, Bucket: str, Key: str, Filename: str) -> None:  # noqa: N803 (boto3's names)
+        super().download_file(Bucket, Key, Filename)
+        if self.race and not self.dest.exists():
+            FakeHub()(MODEL, "main", self.dest)
+
+
+def test_replicas_sharing_a_volume_use_the_copy_that_landed_first(tmp_path: Path) -> None:
+    node = tmp_path / "node2"
+    s3 = RacingS3(node / "weights" / MODEL / "main")
+    start(wargs(tmp_path / "node1"), s3, FakeHub())
+    s3.race = True
+    hub = FakeHub(reachable=False)
+    server, runtime = start(wargs(node), s3, hub)
+    # this replica's rename found the other's complete directory: it serves from it, without the Hub
+    assert hub.calls == [] and server.weights_prepared is not None and server.weights_prepared.source == "local"
+    assert model_arg(runtime)[0] == str(node / "weights" / MODEL / "main")
+
+
+def test_a_download_that_loses_the_race_uses_the_winners_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dest = tmp_path / "weights" / MODEL / "main"
+    calls: list[dict[str, Any]] = []
+
+    def snapshot_download(**kw: Any) -> str:
+        calls.append(kw)
+        for name, body in FILES.items():
+            (Path(kw["local_dir"]) / name).write_bytes(body)
+        if not dest.exists():
+            FakeHub()(MODEL, "main", dest)  # the other replica renames its download into place first
+        return str(kw["local_dir"])
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", SimpleNamespace(snapshot_download=snapshot_download))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    weights.hub_download(MODEL, "main", dest)
+    assert cache.local_files(dest) == {k: len(v) for k, v in FILES.items()}
+    assert [p.name for p in dest.parent.iterdir()] == ["main"]  # no staging directory left behind
+    assert calls[0]["endpoint"] == "http://127.0.0.1:9" and "original/*" in calls[0]["ignore_patterns"]
+    # without a winner, a failed rename is an error, not a silent start from nothing
+    monkeypatch.setattr(Path, "rename", lambda self, target: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        weights.hub_download(MODEL, "main", tmp_path / "other" / MODEL / "main")

@@ -1,8 +1,8 @@
 """A stand-in for the Hugging Face Hub on 127.0.0.1: one model directory for ``huggingface_hub`` (``HF_ENDPOINT``).
 
-It answers what ``snapshot_download`` asks (huggingface_hub 2.4): the model's revision info (commit and file list), its
-file tree, and each file's ``resolve`` URL (HEAD for the metadata, GET for the bytes).  Every request is counted, so
-a test can tell that a start never reached the Hub.
+It answers what ``snapshot_download`` asks (huggingface_hub 2.4 here; 0.36, the serving image's, asks a subset): the
+model's revision info (commit and file list), its file tree, and each file's ``resolve`` URL (HEAD for the metadata,
+GET for the bytes).  Every request is counted, so a test can tell that a start never reached the Hub.
 """
 
 from __future__ import annotations

@@ -94,9 +94,15 @@ def hub_download(model: str, revision: str, dest: Path) -> None:
             endpoint=os.environ.get("HF_ENDPOINT") or None,
         )
         shutil.rmtree(staging / ".cache", ignore_errors=True)  # the Hub client's bookkeeping, not the model's
-        if dest.exists():
-            shutil.rmtree(dest)  # an empty or partial directory: restore() found no files in it
-        staging.rename(dest)
+        try:
+            if dest.exists() and not cache.local_files(dest):
+                dest.rmdir()
+            staging.rename(dest)
+        except OSError:
+            if not cache.local_files(dest):
+                raise
+            # Another replica of this worker (they share the volume) completed first: its copy is the same files.
+            log.info("%s: %s was completed by another replica meanwhile; using it", WHAT, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -125,6 +131,9 @@ def prepare(
         log.warning("%s: no S3 client, downloading from the Hub: %s", WHAT, exc)
         client = None
     outcome = cache.FAILED if client is None else cache.restore(client, p.remote, p.key, p.local_dir, WHAT)
+    if outcome == cache.FAILED and cache.local_files(p.local_dir):
+        # The replicas of one worker share its volume: another one's restore or download completed first.
+        outcome = cache.LOCAL
     if outcome in (cache.RESTORED, cache.LOCAL):
         source = "s3" if outcome == cache.RESTORED else "local"
         # A copy on the volume (a restarted container) may be one S3 never got: save_if_absent checks.
