@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from tools.render import Render
+from tools.render import summary as render_summary
 from tools.timeline import (
     DURATIONS,
     FIRST_TOKEN,
@@ -243,7 +244,7 @@ def test_the_model_follows_the_graph_a_slow_nat_gateway_moves_onto_the_path(dev:
 
 
 def test_the_render_summary_prints_the_modeled_critical_path(dev: Render) -> None:
-    text = dev.summary()
+    text = render_summary(dev)
     assert "deploy timeline (modeled critical path):" in text
     assert "cold `pulumi up` to first token:" in text and "warm RayService restart to first token" in text
     assert "top contributors:" in text
@@ -301,7 +302,7 @@ def test_the_summary_says_where_the_build_runs(dev: Render) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The tables the README and docs/cold-start.md print: the model's figures, not copies that drift.
+# The tables docs/operations.md and docs/cold-start.md print: the model's figures, not copies that drift.
 # ---------------------------------------------------------------------------------------------------------------
 
 ROOT = DURATIONS.parents[1]
@@ -328,12 +329,12 @@ def modeled(r: Render) -> dict[str, str]:
     return {k: f"{p.total / 60:.1f} min" for k, p in totals.items()}
 
 
-def test_the_readme_and_docs_tables_show_the_modeled_figures(dev: Render) -> None:
+def test_the_docs_tables_show_the_modeled_figures(dev: Render) -> None:
     figures = modeled(dev)
-    assert table_minutes((ROOT / "README.md").read_text(), 2) == figures
+    assert table_minutes((ROOT / "docs" / "operations.md").read_text(), 2) == figures
     assert table_minutes((ROOT / "docs" / "cold-start.md").read_text(), 3) == figures
 
 
 def test_a_stale_table_is_caught(dev: Render) -> None:
-    stale = (ROOT / "README.md").read_text().replace(modeled(dev)["replaced"], "13.2 min")
+    stale = (ROOT / "docs" / "operations.md").read_text().replace(modeled(dev)["replaced"], "13.2 min")
     assert table_minutes(stale, 2) != modeled(dev)
