@@ -2,7 +2,8 @@
 
 - namespace ``vllm``; the serve code as a ConfigMap (``workloads.rayservice``); the HF token Secret (only when the
   ``hfToken`` secret is set); the NetworkPolicies (``workloads.netpol``);
-- the worker service account and its Pod Identity role, which may read and write only the artifact prefix of
+- the worker service account and its Pod Identity role, which may read and write only the artifact and weights
+  prefixes of
 - the compiled-artifact bucket: private, encrypted, TLS-only, owner-enforced, incomplete uploads cleaned up;
 - the ECR repository the serving image is pushed to (scan on push, immutable tags, lifecycle policy), and the image
   itself: built in-region by ``infra.image.ServingImage`` unless ``servingImage`` names a prebuilt one;
@@ -13,7 +14,9 @@
 
 The compiled-artifact cache: a worker restores the Neuron compile output for its exact inputs (model, engine shape,
 SDK versions; ``workloads/serve/cache.py``) from ``s3://<bucket>/neuron-artifacts/`` before the engine starts, and
-uploads it after a fresh compile, so a restarted or scaled-out worker loads instead of recompiling.
+uploads it after a fresh compile, so a restarted or scaled-out worker loads instead of recompiling.  The model's
+weights likewise (``s3://<bucket>/model-weights/<model>/<revision>/``, ``workloads/serve/weights.py``): the first
+worker downloads them from the Hugging Face Hub and uploads them, later workers restore them from the bucket.
 """
 
 from __future__ import annotations
@@ -41,10 +44,12 @@ if TYPE_CHECKING:
     from infra.kuberay import KubeRay
 
 ARTIFACT_PREFIX: Final = "neuron-artifacts"
+WEIGHTS_PREFIX: Final = "model-weights"  # workloads/serve/weights.py: the model's files, saved by the first worker
+WORKER_PREFIXES: Final = (ARTIFACT_PREFIX, WEIGHTS_PREFIX)
 
 
-def artifact_policy(bucket_arn: str, prefix: str = ARTIFACT_PREFIX) -> dict[str, Any]:
-    """What a worker may do: list its prefix, read and write objects under it; nothing else in the bucket."""
+def artifact_policy(bucket_arn: str, prefixes: Sequence[str] = WORKER_PREFIXES) -> dict[str, Any]:
+    """What a worker may do: list its prefixes, read and write objects under them; nothing else in the bucket."""
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -53,13 +58,13 @@ def artifact_policy(bucket_arn: str, prefix: str = ARTIFACT_PREFIX) -> dict[str,
                 "Effect": "Allow",
                 "Action": "s3:ListBucket",
                 "Resource": bucket_arn,
-                "Condition": {"StringLike": {"s3:prefix": [f"{prefix}/*"]}},
+                "Condition": {"StringLike": {"s3:prefix": [f"{p}/*" for p in prefixes]}},
             },
             {
                 "Sid": "ReadWriteArtifacts",
                 "Effect": "Allow",
                 "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
-                "Resource": f"{bucket_arn}/{prefix}/*",
+                "Resource": [f"{bucket_arn}/{p}/*" for p in prefixes],
             },
         ],
     }
@@ -241,13 +246,14 @@ class Serving(pulumi.ComponentResource):
             bucket=bucket_id,
             rules=[
                 aws.s3.BucketLifecycleConfigurationRuleArgs(
-                    id="abort-incomplete-uploads",
+                    id="abort-incomplete-uploads" + ("" if prefix == ARTIFACT_PREFIX else f"-{prefix}"),
                     status="Enabled",
-                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=f"{ARTIFACT_PREFIX}/"),
+                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=f"{prefix}/"),
                     abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
                         days_after_initiation=1
                     ),
                 )
+                for prefix in WORKER_PREFIXES
             ],
             opts=data,
         )
@@ -285,7 +291,7 @@ class Serving(pulumi.ComponentResource):
             namespace=ns,
             service_account=service_account.metadata.name,
             inline=self.artifact_bucket.arn.apply(lambda arn: iam.to_json(artifact_policy(arn))),
-            description=f"Ray workers of {args.cluster_name}: compiled-artifact cache in S3 (Pod Identity)",
+            description=f"Ray workers of {args.cluster_name}: compiled-artifact and weights cache in S3 (Pod Identity)",
             parent=self,
         )
         secrets: list[pulumi.Resource] = []
@@ -345,6 +351,7 @@ class Serving(pulumi.ComponentResource):
                     region=args.region,
                     code_sha256=rayservice.code_hash(files),
                     artifact_cache_uri=f"s3://{bucket}/{ARTIFACT_PREFIX}",
+                    weights_cache_uri=f"s3://{bucket}/{WEIGHTS_PREFIX}",
                     hf_token_secret=hf_secret_name,
                     gcs_store=rayservice.GcsStore(address) if address else None,
                     # The Ray dashboard's metrics views: Prometheus and Grafana of the monitoring namespace.

@@ -6,12 +6,14 @@ import copy
 from typing import Any
 
 import pytest
+import yaml
 
 from infra import ami
 from infra.config import PROJECT, CapacityConfig, ConfigError, parse
-from tools.render import stack_config
+from tools.render import Render, stack_config
 from tools.schemas import custom_resource_problems
 from workloads import nodepools
+from workloads.instances import facts
 from workloads.topology import (
     ACCELERATOR_POOLS,
     DEFAULT_POOL,
@@ -235,3 +237,72 @@ def test_bad_capacity_values_stop_with_one_line(overrides: dict[str, str], messa
         parse(values, stack="dev")
     (problem,) = info.value.problems
     assert problem.startswith(message), problem
+
+
+# --- Image pull on a new neuron node: nodeadm's FastImagePull (SOCI parallel pull and unpack) ----------------------
+
+# nodeadm's feature gates (awslabs/amazon-eks-ami, nodeadm/internal/api/featuregates.go): an unknown gate is rejected,
+# and the node would not join.
+NODEADM_FEATURE_GATES = {"InstanceIdNodeName", "FastImagePull", "OSManagedNoManageENIs"}
+
+
+def rendered_node_classes(r: Render) -> dict[str, dict[str, Any]]:
+    return {m["metadata"]["name"]: m for m in r.manifests() if m["kind"] == "EC2NodeClass"}
+
+
+def node_config(user_data: str) -> dict[str, Any]:
+    """The NodeConfig Karpenter takes from a node class's userData: not MIME, so YAML parsed as one NodeConfig part
+    (karpenter-provider-aws, pkg/providers/amifamily/bootstrap/nodeadm.go, parseUserData)."""
+    assert not user_data.lstrip().startswith(("MIME-Version:", "Content-Type:"))
+    doc = yaml.safe_load(user_data)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def fast_image_pull_problems(node_class: dict[str, Any], pools: list[dict[str, Any]]) -> list[str]:
+    """Why FastImagePull would not speed up the pulls of a node class's nodes (empty: it does)."""
+    spec = node_class["spec"]
+    if "userData" not in spec:
+        return ["no userData"]
+    config = node_config(spec["userData"])
+    gates = config.get("spec", {}).get("featureGates", {})
+    problems = [f"unknown nodeadm feature gate {g}" for g in gates if g not in NODEADM_FEATURE_GATES]
+    if (config.get("apiVersion"), config.get("kind")) != (nodepools.NODECONFIG_API, "NodeConfig"):
+        problems.append("not a nodeadm NodeConfig")
+    if gates.get(nodepools.FAST_IMAGE_PULL_GATE) is not True:
+        problems.append("FastImagePull is not on")
+    (disk,) = spec["blockDeviceMappings"]
+    if disk["ebs"]["throughput"] < nodepools.FAST_IMAGE_PULL_MIN_THROUGHPUT:
+        problems.append(f"root volume throughput {disk['ebs']['throughput']} MiB/s < 600: parallel pull is slower")
+    for pool in pools:
+        for t in nodepools.pool_instance_types(pool):
+            f = facts(t)
+            if f.vcpu < nodepools.FAST_IMAGE_PULL_MIN_VCPU or f.memory_gib < nodepools.FAST_IMAGE_PULL_MIN_MEMORY_GIB:
+                problems.append(f"{t}: nodeadm ignores the gate below 4 vCPU / 7 GiB")
+    return problems
+
+
+def test_neuron_nodes_pull_the_serving_image_in_parallel(dev: Render) -> None:
+    classes = rendered_node_classes(dev)
+    pools = [m for m in dev.manifests() if m["kind"] == "NodePool"]
+    neuron_pools = [p for p in pools if p["spec"]["template"]["spec"]["nodeClassRef"]["name"] == "neuron"]
+    assert {p["metadata"]["name"] for p in neuron_pools} == set(ACCELERATOR_POOLS)
+    assert fast_image_pull_problems(classes["neuron"], neuron_pools) == []
+    assert custom_resource_problems(classes["neuron"]) == []
+    # the default class (Open WebUI, small images, baseline gp3) leaves containerd as it is
+    assert "userData" not in classes["default"]["spec"]
+
+
+def test_fast_image_pull_check_fails_on_a_slow_volume_an_unknown_gate_or_no_gate() -> None:
+    p = build()
+    pools = [p.node_pools[INF2_POOL]]
+    slow = copy.deepcopy(p.node_classes["neuron"])
+    slow["spec"]["blockDeviceMappings"][0]["ebs"]["throughput"] = 500
+    assert fast_image_pull_problems(slow, pools) == ["root volume throughput 500 MiB/s < 600: parallel pull is slower"]
+    typo = copy.deepcopy(p.node_classes["neuron"])
+    typo["spec"]["userData"] = typo["spec"]["userData"].replace("FastImagePull", "FastContainerImagePull")
+    assert fast_image_pull_problems(typo, pools) == [
+        "unknown nodeadm feature gate FastContainerImagePull",
+        "FastImagePull is not on",
+    ]
+    assert fast_image_pull_problems(p.node_classes["default"], [p.node_pools[DEFAULT_POOL]]) == ["no userData"]

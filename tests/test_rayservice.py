@@ -228,6 +228,9 @@ def test_artifact_cache_uri_points_at_the_stack_bucket(dev: Render) -> None:
     name = dev.outputs["artifactBucketName"]
     assert args["artifact_cache_uri"] == f"s3://{name}/neuron-artifacts"
     assert args["compiled_artifacts_dir"].startswith(rayservice.CACHE_MOUNT + "/")
+    # the weights in the same bucket, restored onto the worker's cache volume
+    assert args["weights_cache_uri"] == f"s3://{name}/model-weights"
+    assert args["weights_dir"].startswith(rayservice.CACHE_MOUNT + "/")
     assert bucket["urn"]
 
 

@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from infra.image import base_image
-from infra.serving import ARTIFACT_PREFIX, artifact_policy, base_image_warning, ecr_lifecycle, tls_only_policy
+from infra.serving import (
+    ARTIFACT_PREFIX,
+    WEIGHTS_PREFIX,
+    artifact_policy,
+    base_image_warning,
+    ecr_lifecycle,
+    tls_only_policy,
+)
 from tools.render import Render
 from workloads import netpol, rayservice
 
@@ -51,13 +58,13 @@ def test_artifact_bucket_outlives_the_stack_only_in_prod(dev: Render, prod: Rend
     assert prod.one("aws:s3/bucket:Bucket", "serving-artifacts")["inputs"]["forceDestroy"] is False
 
 
-def test_worker_role_reaches_only_the_artifact_prefix(dev: Render) -> None:
+def test_worker_role_reaches_only_the_artifact_and_weights_prefixes(dev: Render) -> None:
     bucket = dev.one("aws:s3/bucket:Bucket", "serving-artifacts")["inputs"]
     arn = f"arn:aws:s3:::{dev.outputs['artifactBucketName']}"
     doc = json.loads(inputs(dev, "aws:iam/rolePolicy:RolePolicy", "serving-worker-inline")["policy"])
     assert doc == artifact_policy(arn)
     resources = [s["Resource"] for s in doc["Statement"]]
-    assert resources == [arn, f"{arn}/{ARTIFACT_PREFIX}/*"] and bucket
+    assert resources == [arn, [f"{arn}/{ARTIFACT_PREFIX}/*", f"{arn}/{WEIGHTS_PREFIX}/*"]] and bucket
     actions = {a for s in doc["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
     assert actions == {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"}
     trust = json.loads(inputs(dev, "aws:iam/role:Role", "serving-worker")["assumeRolePolicy"])
@@ -77,7 +84,14 @@ def test_pod_identity_binds_the_role_to_the_workers_service_account(dev: Render)
 def test_policy_documents() -> None:
     assert tls_only_policy("arn:aws:s3:::b")["Statement"][0]["Resource"] == ["arn:aws:s3:::b", "arn:aws:s3:::b/*"]
     cond = artifact_policy("arn:aws:s3:::b")["Statement"][0]["Condition"]
-    assert cond == {"StringLike": {"s3:prefix": [f"{ARTIFACT_PREFIX}/*"]}}
+    assert cond == {"StringLike": {"s3:prefix": [f"{ARTIFACT_PREFIX}/*", f"{WEIGHTS_PREFIX}/*"]}}
+
+
+def test_every_worker_prefix_has_its_incomplete_uploads_cleaned_up(dev: Render) -> None:
+    typ = "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"
+    rules = inputs(dev, typ, "serving-artifacts")["rules"]
+    cleaned = {r["filter"]["prefix"] for r in rules if r["abortIncompleteMultipartUpload"]["daysAfterInitiation"] == 1}
+    assert cleaned == {f"{ARTIFACT_PREFIX}/", f"{WEIGHTS_PREFIX}/"}
 
 
 # --- ECR -------------------------------------------------------------------------------------------------------

@@ -13,10 +13,11 @@ The serving image build (``infra/image.py``) is a resource like the others: it s
 rule, role and sources exist and runs beside the network and the cluster; the summary prints when it ends and how
 long before the RayService (the only thing that waits for it) that is.
 
-Warm restart: the RayService's worker is recreated while the compiled artifacts are in the S3 cache (a pod
-restart, a node interruption, a rolled RayCluster).  "node present": the pod comes back on the node it ran on,
-whose image is cached.  "node replaced": Karpenter launches a new node first and the image is pulled again.  Both
-download the weights again (they are not cached) and restore, never recompile.
+Warm restart: the RayService's worker is recreated while the compiled artifacts and the weights are in the stack's
+bucket (a pod restart, a node interruption, a rolled RayCluster).  "node present": the pod comes back on the node it
+ran on, whose image is cached.  "node replaced": Karpenter launches a new node first and the image is pulled again
+(SOCI parallel pull).  Both restore the weights and the compiled artifacts from S3 at the same time, never ask the
+Hub, never recompile.
 """
 
 from __future__ import annotations
@@ -189,7 +190,7 @@ def deploy_model(r: Render, durations: Durations) -> tuple[Model, str]:
 
 
 def warm_model(durations: Durations, *, node_present: bool) -> Model:
-    """A worker restart with the compiled artifacts in S3 (the head keeps running)."""
+    """A worker restart with the compiled artifacts and the weights in S3 (the head keeps running)."""
     p, lb = durations.phase, durations.label
     m = Model()
     if node_present:
@@ -199,9 +200,10 @@ def warm_model(durations: Durations, *, node_present: bool) -> Model:
         m.add("serving_node_launch", p("serving_node_launch"), (), lb("serving_node_launch"))
         m.add("serving_image_pull", p("serving_image_pull"), ["serving_node_launch"], lb("serving_image_pull"))
         first = "serving_image_pull"
-    m.add("model_download", p("model_download"), [first], lb("model_download"))
-    m.add("cache_restore", p("cache_restore"), ["model_download"], lb("cache_restore"))
-    m.add("model_load", p("model_load"), ["cache_restore"], lb("model_load"))
+    # workloads/serve/app.py restores both concurrently
+    m.add("weights_restore", p("weights_restore"), [first], lb("weights_restore"))
+    m.add("cache_restore", p("cache_restore"), [first], lb("cache_restore"))
+    m.add("model_load", p("model_load"), ["weights_restore", "cache_restore"], lb("model_load"))
     m.add(FIRST_TOKEN, p("serve_ready"), ["model_load"], lb("serve_ready"))
     return m
 
@@ -276,8 +278,8 @@ def summary(r: Render, durations: Durations | None = None) -> list[str]:
             f"{where} (+{_minutes(b.rayservice_start)})"
         )
     lines.append(
-        f"warm RayService restart to first token (artifacts in S3): node present {_minutes(t.warm_node_present.total)}"
-        f", node replaced {_minutes(t.warm_node_replaced.total)}"
+        "warm RayService restart to first token (weights and artifacts in S3): "
+        f"node present {_minutes(t.warm_node_present.total)}, node replaced {_minutes(t.warm_node_replaced.total)}"
     )
     lines.append(
         "  top contributors (node replaced): "

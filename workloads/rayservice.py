@@ -88,6 +88,7 @@ CODE_MOUNT: Final = f"{APP_ROOT}/{SERVE_PACKAGE}"
 CACHE_MOUNT: Final = "/cache"
 COMPILED_ARTIFACTS_DIR: Final = f"{CACHE_MOUNT}/neuron-compiled-artifacts"
 HF_HOME: Final = f"{CACHE_MOUNT}/huggingface"
+WEIGHTS_DIR: Final = f"{CACHE_MOUNT}/weights"
 CODE_HASH_ANNOTATION: Final = "eks-neuron-llm/serve-code-sha256"
 
 # Labels this stack puts on the Ray pods (KubeRay adds its own ray.io/* labels); the NetworkPolicies select on them.
@@ -192,6 +193,8 @@ class RayServiceInputs:
     code_sha256: str
     artifact_cache_uri: str | None
     hf_token_secret: str | None  # name of the Secret holding HF_TOKEN, or None
+    # s3://bucket/prefix of the model weights (workloads/serve/weights.py); None: every worker downloads from the Hub.
+    weights_cache_uri: str | None = None
     name: str = NAME
     namespace: str = NAMESPACE
     # None: the GCS keeps its state in memory and a head restart restarts the whole Ray cluster (dev).
@@ -211,6 +214,8 @@ def serve_settings(inputs: RayServiceInputs) -> ServeSettings:
         max_num_seqs=p.max_num_seqs,
         artifact_cache_uri=inputs.artifact_cache_uri,
         compiled_artifacts_dir=COMPILED_ARTIFACTS_DIR,
+        weights_cache_uri=inputs.weights_cache_uri,
+        weights_dir=WEIGHTS_DIR,
         require_api_key=True,
     )
 

@@ -2,9 +2,10 @@
 
 ``build_app(args)`` is the application builder named in serveConfigV2 (``settings.APP_IMPORT_PATH``); ``args`` are
 ``ServeSettings.to_args()``.  A replica starts in ``__serve_build_asgi_app__`` (Ray Serve's late-bound ingress, run
-after the constructor): restore compiled artifacts, start the engine, build vLLM's FastAPI app on it, and serve it
-behind ``gate.Gate``: the OpenAI routes users need (``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``)
-with the endpoint's API key, ``/health`` and ``/metrics`` without, nothing else.
+after the constructor): restore compiled artifacts and the model's weights from S3 (concurrently; the weights from the
+Hub when S3 has none), start the engine, build vLLM's FastAPI app on it, upload what S3 lacked in the background, and
+serve it behind ``gate.Gate``: the OpenAI routes users need (``/v1/models``, ``/v1/chat/completions``,
+``/v1/completions``) with the endpoint's API key, ``/health`` and ``/metrics`` without, nothing else.
 
 Only ``build_app`` imports Ray; ``VLLMServer`` takes its vLLM runtime and S3 client factories as parameters so the
 whole start-up sequence is exercised in the default test tier with fakes.
@@ -16,9 +17,10 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-from . import cache, gate, launch
+from . import cache, gate, launch, weights
 from .compat import VLLMOpenAI
 from .settings import API_KEY_ENV, DEPLOYMENT_NAME, ServeSettings
 
@@ -34,6 +36,7 @@ class VLLMServer:
         runtime_factory: Callable[[], Any] = VLLMOpenAI,
         s3_factory: Callable[[], cache.S3Client] = cache.boto3_client,
         versions: Callable[[], Mapping[str, str]] = cache.installed_versions,
+        hub_download: Callable[[str, str, Path], None] = weights.hub_download,
     ) -> None:
         self.settings = ServeSettings.from_args(args)
         # Before anything costly: a replica that must ask for a key and has none fails here, in the constructor, and
@@ -45,6 +48,10 @@ class VLLMServer:
         self.artifacts: cache.ArtifactPlan | None = None
         self.restore_result: str | None = None
         self.save_task: asyncio.Task[bool] | None = None
+        self._hub_download = hub_download
+        self.weights: weights.WeightsPlan | None = None
+        self.weights_prepared: weights.Prepared | None = None
+        self.weights_save_task: asyncio.Task[bool] | None = None
 
     def _prepare_artifacts(self) -> tuple[cache.S3Client | None, str | None]:
         """Restore compiled artifacts (Neuron with a cache URI) and return the S3 client and the artifacts path."""
@@ -63,12 +70,23 @@ class VLLMServer:
         self.restore_result = cache.restore(client, self.artifacts.remote, self.artifacts.key, path)
         return client, str(path)
 
+    def _prepare_weights(self) -> str:
+        """Restore the model's weights (weights cache URI and a Hub model) and return what the engine loads."""
+        self.weights = weights.plan(self.settings)
+        if self.weights is None:
+            return self.settings.model
+        self.weights_prepared = weights.prepare(self.weights, self._s3_factory, self._hub_download)
+        return self.weights_prepared.model_path
+
     async def __serve_build_asgi_app__(self) -> Any:
-        client, artifacts_path = await asyncio.to_thread(self._prepare_artifacts)
+        # Both come from S3 on a warm start and neither needs the other: restore them at the same time.
+        (client, artifacts_path), model_path = await asyncio.gather(
+            asyncio.to_thread(self._prepare_artifacts), asyncio.to_thread(self._prepare_weights)
+        )
         env = launch.engine_env(self.settings, artifacts_path)
         os.environ.update(env)
-        log.info("starting vLLM (%s) with %s", self.settings.device, env)
-        engine_args = self.runtime.parse_args(launch.engine_argv(self.settings))
+        log.info("starting vLLM (%s) from %s with %s", self.settings.device, model_path, env)
+        engine_args = self.runtime.parse_args(launch.engine_argv(self.settings, model_path))
         await self.runtime.start(engine_args)
         app = await self.runtime.build_asgi_app(engine_args)
         plan = self.artifacts
@@ -83,6 +101,10 @@ class VLLMServer:
             self.save_task = asyncio.create_task(
                 asyncio.to_thread(cache.save_if_absent, client, remote, plan.key, plan.local_dir)
             )
+        prepared, wplan = self.weights_prepared, self.weights
+        if prepared is not None and prepared.client is not None and wplan is not None:
+            # Downloaded from the Hub (or found on the volume only): the next worker restores them from S3.
+            self.weights_save_task = asyncio.create_task(asyncio.to_thread(weights.save, prepared.client, wplan))
         return gate.Gate(app, self.api_key, alive=self.engine_alive)
 
     def engine_alive(self) -> bool:
@@ -120,6 +142,7 @@ def validated(args: Mapping[str, Any]) -> ServeSettings:
     launch.engine_argv(settings)  # extra_engine_args expressible as vLLM flags
     if settings.artifact_cache_uri:
         cache.parse_uri(settings.artifact_cache_uri)
+    weights.plan(settings)  # weights cache URI, model id and revision usable as an S3 key
     return settings
 
 

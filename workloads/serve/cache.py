@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -73,13 +74,14 @@ class Location:
         return "/".join(parts)
 
 
-def parse_uri(uri: str) -> Location:
-    """``s3://bucket/some/prefix`` -> Location(bucket, "some/prefix")."""
+def parse_uri(uri: str, arg: str = "artifact_cache_uri") -> Location:
+    """``s3://bucket/some/prefix`` -> Location(bucket, "some/prefix"); ``arg`` is the serve argument it came from."""
+    bad = CacheError(f"serve args: {arg}={uri!r} is not allowed; allowed: s3://bucket[/prefix]")
     if not uri.startswith("s3://"):
-        raise CacheError(f"serve args: artifact_cache_uri={uri!r} is not allowed; allowed: s3://bucket[/prefix]")
+        raise bad
     bucket, _, prefix = uri[len("s3://") :].partition("/")
     if not bucket or "/" in bucket or not bucket.replace("-", "").replace(".", "").isalnum():
-        raise CacheError(f"serve args: artifact_cache_uri={uri!r} is not allowed; allowed: s3://bucket[/prefix]")
+        raise bad
     return Location(bucket=bucket, prefix=prefix.strip("/"))
 
 
@@ -132,7 +134,11 @@ def _is_not_found(exc: Exception) -> bool:
     return False
 
 
-def _read_manifest(client: S3Client, where: Location, key: str) -> dict[str, int] | None:
+# What a log line or error names: the compiled artifacts by default; workloads/serve/weights.py passes its own.
+ARTIFACTS = "artifact cache"
+
+
+def _read_manifest(client: S3Client, where: Location, key: str, what: str = ARTIFACTS) -> dict[str, int] | None:
     try:
         body = client.get_object(Bucket=where.bucket, Key=where.key_for(key, MANIFEST))["Body"].read()
     except Exception as exc:
@@ -141,11 +147,11 @@ def _read_manifest(client: S3Client, where: Location, key: str) -> dict[str, int
         raise
     files = json.loads(body).get("files")
     if not isinstance(files, dict) or not all(isinstance(v, int) for v in files.values()):
-        raise CacheError(f"artifact cache: manifest of {key} is malformed")
+        raise CacheError(f"{what}: manifest of {key} is malformed")
     for rel in files:
         parts = Path(rel).parts
         if not rel or Path(rel).is_absolute() or ".." in parts or rel == MANIFEST:
-            raise CacheError(f"artifact cache: manifest of {key} names an unsafe path {rel!r}")
+            raise CacheError(f"{what}: manifest of {key} names an unsafe path {rel!r}")
     return files
 
 
@@ -156,15 +162,16 @@ ABSENT = "absent"  # S3 has no complete copy for this key
 FAILED = "failed"  # S3 could not be read or the copy was bad; the engine compiles
 
 
-def restore(client: S3Client, where: Location, key: str, dest: Path) -> str:
-    """Bring the artifacts of ``key`` into ``dest`` unless it already holds some; one of the outcomes above."""
+def restore(client: S3Client, where: Location, key: str, dest: Path, what: str = ARTIFACTS) -> str:
+    """Bring the files of ``key`` into ``dest`` unless it already holds some; one of the outcomes above."""
     if local_files(dest):
-        log.info("artifact cache: %s already holds artifacts; not restoring", dest)
+        log.info("%s: %s already holds files; not restoring", what, dest)
         return LOCAL
+    started = time.monotonic()
     try:
-        files = _read_manifest(client, where, key)
+        files = _read_manifest(client, where, key, what)
         if files is None:
-            log.info("artifact cache: no artifacts for %s at s3://%s/%s", key, where.bucket, where.key_for(key, ""))
+            log.info("%s: nothing for %s at s3://%s/%s", what, key, where.bucket, where.key_for(key, ""))
             return ABSENT
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.restore-", dir=dest.parent))
@@ -174,46 +181,55 @@ def restore(client: S3Client, where: Location, key: str, dest: Path) -> str:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 client.download_file(where.bucket, where.key_for(key, rel), str(target))
                 if target.stat().st_size != size:
-                    raise CacheError(f"artifact cache: {rel} has {target.stat().st_size} bytes, manifest says {size}")
+                    raise CacheError(f"{what}: {rel} has {target.stat().st_size} bytes, manifest says {size}")
             if dest.exists():
                 dest.rmdir()  # empty (checked above)
             staging.rename(dest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     except Exception as exc:
-        log.warning("artifact cache: restore of %s failed, the engine will compile: %s", key, exc)
+        log.warning("%s: restore of %s failed, falling back: %s", what, key, exc)
         return FAILED
-    log.info("artifact cache: restored %d files of %s into %s", len(files), key, dest)
+    log.info(
+        "%s: restored %d files (%d bytes) of %s into %s in %.2f s",
+        what,
+        len(files),
+        sum(files.values()),
+        key,
+        dest,
+        time.monotonic() - started,
+    )
     return RESTORED
 
 
-def save(client: S3Client, where: Location, key: str, source: Path) -> bool:
+def save(client: S3Client, where: Location, key: str, source: Path, what: str = ARTIFACTS) -> bool:
     """Upload every file under ``source`` and then the manifest; True if the upload completed."""
     files = local_files(source)
     if not files:
-        log.warning("artifact cache: %s is empty after the engine started; nothing to save", source)
+        log.warning("%s: %s is empty after the engine started; nothing to save", what, source)
         return False
+    started = time.monotonic()
     try:
         for rel in files:
             client.upload_file(str(source / rel), where.bucket, where.key_for(key, rel))
         manifest = json.dumps({"files": files}, sort_keys=True).encode()
         client.put_object(Bucket=where.bucket, Key=where.key_for(key, MANIFEST), Body=manifest)
     except Exception as exc:
-        log.warning("artifact cache: save of %s failed: %s", key, exc)
+        log.warning("%s: save of %s failed: %s", what, key, exc)
         return False
-    log.info("artifact cache: saved %d files of %s", len(files), key)
+    log.info("%s: saved %d files of %s in %.2f s", what, len(files), key, time.monotonic() - started)
     return True
 
 
-def save_if_absent(client: S3Client, where: Location, key: str, source: Path) -> bool:
+def save_if_absent(client: S3Client, where: Location, key: str, source: Path, what: str = ARTIFACTS) -> bool:
     """``save`` unless S3 already holds a complete copy (another replica may have saved it meanwhile)."""
     try:
-        if _read_manifest(client, where, key) is not None:
-            log.info("artifact cache: S3 already holds %s; not saving", key)
+        if _read_manifest(client, where, key, what) is not None:
+            log.info("%s: S3 already holds %s; not saving", what, key)
             return False
     except Exception as exc:
-        log.warning("artifact cache: cannot read the manifest of %s, saving anyway: %s", key, exc)
-    return save(client, where, key, source)
+        log.warning("%s: cannot read the manifest of %s, saving anyway: %s", what, key, exc)
+    return save(client, where, key, source, what)
 
 
 @dataclass(frozen=True)

@@ -75,11 +75,14 @@ def flag_args(name: str, value: Any) -> list[str]:
     )
 
 
-def engine_argv(settings: ServeSettings) -> list[str]:
-    """The vLLM ``serve`` command line (without the program name) that the replica parses with vLLM's parser."""
+def engine_argv(settings: ServeSettings, model_path: str | None = None) -> list[str]:
+    """The vLLM ``serve`` command line (without the program name) that the replica parses with vLLM's parser.
+
+    ``model_path``: a local directory holding the model's weights and tokenizer (the weights cache's), loaded in place
+    of ``settings.model``; the model is still served under ``served_model_name``."""
     argv = [
         "--model",
-        settings.model,
+        model_path or settings.model,
         "--served-model-name",
         settings.served_model_name,
         "--tensor-parallel-size",

@@ -61,6 +61,14 @@ class ServeSettings:
     artifact_cache_uri: str | None = None
     # Local directory the engine reads and writes compiled artifacts in (a volume on the worker).
     compiled_artifacts_dir: str = "/cache/neuron-compiled-artifacts"
+    # The Hub revision (branch, tag or commit) of ``model`` the replica serves; with the weights cache, the first
+    # download of a revision is what every later replica restores (pin a commit to move on deliberately).
+    model_revision: str = "main"
+    # s3://bucket/prefix where the model's weights are restored from (instead of the Hugging Face Hub) and saved to
+    # after the first download (workloads/serve/weights.py); None lets the engine download from the Hub itself.
+    weights_cache_uri: str | None = None
+    # Local directory the weights are restored or downloaded into (a volume on the worker).
+    weights_dir: str = "/cache/weights"
     enforce_eager: bool = False
     # The replica refuses requests to the user routes without ``Authorization: Bearer <$LLM_API_KEY>`` and will not
     # start without the key (workloads/serve/gate.py).  False only for local tools that need no key.
