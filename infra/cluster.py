@@ -115,12 +115,7 @@ class Cluster(pulumi.ComponentResource):
         node_role, node_policies = iam.role_with_policies(
             f"{name}-system-node",
             trust=iam.EC2_TRUST,
-            managed=(
-                "AmazonEKSWorkerNodePolicy",
-                "AmazonEKS_CNI_Policy",
-                "AmazonEC2ContainerRegistryPullOnly",
-                "AmazonSSMManagedInstanceCore",
-            ),
+            managed=iam.NODE_ROLE_POLICIES,
             description=f"System node group of EKS cluster {cfg.name}",
             parent=self,
         )

@@ -29,6 +29,13 @@ def trust_policy(service: str, actions: Sequence[str] = ("sts:AssumeRole",)) -> 
 # EKS Pod Identity: the agent assumes the role on behalf of a service account and tags the session with it.
 POD_IDENTITY_TRUST: PolicyDocument = trust_policy("pods.eks.amazonaws.com", ("sts:AssumeRole", "sts:TagSession"))
 EC2_TRUST: PolicyDocument = trust_policy("ec2.amazonaws.com")
+# The AWS managed policies of a node's role: the system node group's and the nodes Karpenter launches alike.
+NODE_ROLE_POLICIES = (
+    "AmazonEKSWorkerNodePolicy",
+    "AmazonEKS_CNI_Policy",
+    "AmazonEC2ContainerRegistryPullOnly",
+    "AmazonSSMManagedInstanceCore",
+)
 
 
 def to_json(document: PolicyDocument) -> str:

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.karpenter import INTERRUPTION_EVENTS, KARPENTER_VERSION, NODE_ROLE_POLICIES, Scope, controller_policies
+from infra.iam import NODE_ROLE_POLICIES
+from infra.karpenter import INTERRUPTION_EVENTS, KARPENTER_VERSION, Scope, controller_policies
 from tools.graph import depends_on, edges
 from tools.render import ACCOUNT, Render
 from workloads import nodepools
