@@ -87,7 +87,7 @@ observability = Observability(
         cluster_version=cfg.cluster.version,
         region=cfg.region,
         cluster=cluster,
-        capacity=[karpenter.node_pools[DEFAULT_POOL]],
+        node_prerequisites=[karpenter.node_pools[DEFAULT_POOL]],
     ),
     opts=on_aws,
 )
@@ -103,7 +103,7 @@ metrics = Monitoring(
         storage_class=RETAINED_STORAGE_CLASS if cfg.is_prod else DEFAULT_STORAGE_CLASS,
         protect_data=cfg.is_prod,
         cluster=cluster,
-        capacity=[karpenter.node_pools[DEFAULT_POOL]],
+        node_prerequisites=[karpenter.node_pools[DEFAULT_POOL]],
     ),
     opts=on_aws,
 )
