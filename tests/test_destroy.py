@@ -215,6 +215,21 @@ def test_destroy_order_check_fails_on_a_pool_nobody_creates(dev: Render) -> None
     assert problems == ["openwebui-deployment selects NodePool 'gpu', which the stack does not create"]
 
 
+def test_destroy_order_check_fails_on_a_pool_that_could_outlive_the_controller(dev: Render) -> None:
+    # A pool that only waited for its class (which itself waits for the controller) is still fine, so the class edge
+    # and the explicit controller edge are both cut.
+    broken = copy.deepcopy(dev.resources)
+    (pool,) = [x for x in broken if x["type"] == NODEPOOL and x["name"] == "karpenter-nodepool-default"]
+    pool["dependencies"] = [
+        d for d in pool["dependencies"] if "EC2NodeClass" not in d and not d.endswith("::karpenter-controller")
+    ]
+    problems = destroy_order_problems(Render(dev.stack, dev.config, broken, dev.outputs, 0.0))
+    assert [p.split(":")[0] for p in problems] == [
+        "karpenter-nodepool-default would not be deleted before karpenter-nodeclass-default",
+        "karpenter-nodepool-default would not be deleted before karpenter-controller",
+    ]
+
+
 def test_no_false_delete_order_edge_on_the_control_plane(each_stack: Render) -> None:
     # The NAT routes are for nodes; the control plane (~10 min, the longest create) must not wait for them.
     (control_plane,) = each_stack.of_type("aws:eks/cluster:Cluster")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
@@ -113,36 +112,6 @@ def test_node_pools_depend_on_their_node_class_and_both_on_the_crd_release(each_
         assert depends_on(each_stack, p["urn"], crd, graph)
     for urn in classes.values():
         assert depends_on(each_stack, urn, crd, graph)
-
-
-def destroy_order_problems(r: Render) -> list[str]:
-    """Pulumi deletes dependents first, so 'A goes before B on destroy' is 'A depends on B'."""
-    graph = edges(r)
-    ctl = release(r, "karpenter")["urn"]
-    (ng,) = r.of_type("aws:eks/nodeGroup:NodeGroup")
-    problems = []
-    for x in [*r.of_type(NODEPOOL), *r.of_type(NODECLASS)]:
-        if not depends_on(r, x["urn"], ctl, graph):
-            problems.append(f"{x['name']} would be deleted after the Karpenter controller")
-    if not depends_on(r, ctl, ng["urn"], graph):
-        problems.append("the Karpenter controller would be deleted after the system node group")
-    return problems
-
-
-def test_destroy_order_pools_and_classes_then_controller_then_system_nodes(each_stack: Render) -> None:
-    assert destroy_order_problems(each_stack) == []
-
-
-def test_destroy_order_check_can_fail(dev: Render) -> None:
-    ctl = release(dev, "karpenter")["urn"]
-    broken = copy.deepcopy(dev.resources)
-    for x in broken:
-        if x["type"] == NODEPOOL and x["name"].endswith(DEFAULT_POOL):
-            # a pool that only waited for its class (which itself waits for the controller) is still fine, so cut
-            # the class edge too and the explicit controller edge
-            x["dependencies"] = [d for d in x["dependencies"] if "EC2NodeClass" not in d and d != ctl]
-    problems = destroy_order_problems(Render(dev.stack, dev.config, broken, dev.outputs, 0.0))
-    assert problems == ["karpenter-nodepool-default would be deleted after the Karpenter controller"]
 
 
 def test_accelerator_pools_in_the_render_allow_exactly_the_configured_types() -> None:
