@@ -38,7 +38,9 @@ from typing import Any, Final
 import pulumi
 from pulumi.dynamic import ConfigureRequest, CreateResult, DiffResult, Resource, ResourceProvider
 
-RESOURCE_TYPE: Final = "pulumi-python:dynamic/image:ServingImageBuild"
+from infra import tokens
+
+RESOURCE_TYPE: Final = tokens.SERVING_IMAGE_BUILD
 # The inputs that name the image: a change of either is a new image, so the resource is replaced (rebuilt).
 REPLACE_ON: Final = ("repository_url", "tag")
 ENDED_BADLY: Final = frozenset({"FAILED", "FAULT", "STOPPED", "TIMED_OUT"})
