@@ -34,18 +34,33 @@ EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
 
 @dataclass
 class ClusterArgs:
+    """What the cluster component needs; ``__main__.py`` fills it from the stack config and the network."""
+
     config: ClusterConfig
+    """The cluster section of the stack config (``infra.config``): name, Kubernetes version, API access, admins and
+    the system node group's shape."""
     vpc_id: pulumi.Input[str]
+    """The VPC the cluster lives in (the network component's ``vpc_id``)."""
     private_subnet_ids: pulumi.Input[list[str]]
+    """Private subnets, one per zone (the network's): the control plane's ENIs and the system nodes go there."""
     public_subnet_ids: pulumi.Input[list[str]]
-    # The private subnets' NAT routes: nodes need them to join and pull images, and the Karpenter controller (on the
-    # system nodes) needs them on destroy to terminate its instances, so the routes must outlive the node group.
+    """Public subnets, one per zone (the network's): given to EKS for public load balancers."""
     private_egress: Sequence[pulumi.Resource] = ()
-    # prod: also a StorageClass whose volumes outlive their claims (RETAINED_STORAGE_CLASS), for data worth keeping.
+    """Ordering only: the private subnets' NAT routes (the network's ``private_egress``).  Nodes need them to join
+    and pull images, and the Karpenter controller (on the system nodes) needs them on destroy to terminate its
+    instances, so the routes must outlive the node group."""
     retained_storage: bool = False
+    """prod: also a StorageClass whose volumes outlive their claims (``RETAINED_STORAGE_CLASS``), for data worth
+    keeping."""
 
 
 class Cluster(pulumi.ComponentResource):
+    """The EKS control plane (pulumi-eks, API authentication, secrets encrypted with a KMS key of its own), the
+    tainted managed system node group, the EKS managed add-ons, the storage classes and the Kubernetes provider.
+
+    Outputs: ``name``, ``endpoint``, ``kubeconfig`` (secret), ``oidc_provider_arn``, ``cluster_security_group_id``;
+    and for the other components ``provider``, ``system_node_group``, ``ebs_csi_driver`` and ``storage_classes``."""
+
     name: pulumi.Output[str]
     endpoint: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]
@@ -57,8 +72,36 @@ class Cluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("eks-neuron-llm:infra:Cluster", name, None, opts)
         cfg = args.config
-        child = pulumi.ResourceOptions(parent=self)
+        self.control_plane = self._control_plane(name, args)
+        eks_cluster = self.control_plane.eks_cluster
+        cluster_name = eks_cluster.name
+        self._admin_access(name, cfg, cluster_name)
+        early = [
+            self._addon(name, cluster_name, cfg.version, addon, values) for addon, values in ADDONS_BEFORE_NODES.items()
+        ]
+        self.system_node_group = self._system_nodes(name, args, cluster_name, early)
+        self.ebs_csi_driver = self._addons_after_nodes(name, cfg, cluster_name)["aws-ebs-csi-driver"]
 
+        self.kubeconfig = pulumi.Output.secret(self.control_plane.kubeconfig_json)
+        self.provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=self.kubeconfig,
+            enable_server_side_apply=True,
+            delete_unreachable=False,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.storage_classes = self._storage_classes(name, args)
+
+        self.name = cluster_name
+        self.endpoint = eks_cluster.endpoint
+        self.oidc_provider_arn = self.control_plane.oidc_provider_arn
+        self.cluster_security_group_id = self.control_plane.cluster_security_group_id
+        self.register_outputs({"name": self.name, "endpoint": self.endpoint, "oidcProviderArn": self.oidc_provider_arn})
+
+    def _control_plane(self, name: str, args: ClusterArgs) -> eks.Cluster:
+        """The control plane, its secrets encrypted with a KMS key (and alias) of its own."""
+        cfg = args.config
+        child = pulumi.ResourceOptions(parent=self)
         secrets_key = aws.kms.Key(
             f"{name}-secrets",
             description=f"Envelope encryption of Kubernetes secrets in EKS cluster {cfg.name}",
@@ -69,8 +112,7 @@ class Cluster(pulumi.ComponentResource):
         aws.kms.Alias(
             f"{name}-secrets", name=f"alias/{cfg.name}-eks-secrets", target_key_id=secrets_key.key_id, opts=child
         )
-
-        self.control_plane = eks.Cluster(
+        return eks.Cluster(
             f"{name}-eks",
             name=cfg.name,
             version=cfg.version,
@@ -92,9 +134,10 @@ class Cluster(pulumi.ComponentResource):
             kube_proxy_addon_options=eks.KubeProxyAddonOptionsArgs(enabled=False),
             opts=child,
         )
-        eks_cluster = self.control_plane.eks_cluster
-        cluster_name = eks_cluster.name
 
+    def _admin_access(self, name: str, cfg: ClusterConfig, cluster_name: pulumi.Output[str]) -> None:
+        """An access entry with the cluster-admin policy for each configured admin principal."""
+        child = pulumi.ResourceOptions(parent=self)
         for i, arn in enumerate(cfg.admin_principal_arns):
             entry = aws.eks.AccessEntry(
                 f"{name}-admin-{i}", cluster_name=cluster_name, principal_arn=arn, type="STANDARD", opts=child
@@ -108,18 +151,9 @@ class Cluster(pulumi.ComponentResource):
                 opts=child,
             )
 
-        early = [
-            self._addon(name, cluster_name, cfg.version, addon, values) for addon, values in ADDONS_BEFORE_NODES.items()
-        ]
-
-        node_role, node_policies = iam.role_with_policies(
-            f"{name}-system-node",
-            trust=iam.EC2_TRUST,
-            managed=iam.NODE_ROLE_POLICIES,
-            description=f"System node group of EKS cluster {cfg.name}",
-            parent=self,
-        )
-        template = aws.ec2.LaunchTemplate(
+    def _system_launch_template(self, name: str, cfg: ClusterConfig) -> aws.ec2.LaunchTemplate:
+        """The system nodes' launch template: IMDSv2 only, an encrypted gp3 root volume, a Name tag."""
+        return aws.ec2.LaunchTemplate(
             f"{name}-system",
             description=f"System nodes of {cfg.name}: IMDSv2 only, encrypted gp3 root volume",
             metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
@@ -144,9 +178,24 @@ class Cluster(pulumi.ComponentResource):
                     resource_type="instance", tags={"Name": f"{cfg.name}-{SYSTEM_NODEGROUP}"}
                 )
             ],
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self),
         )
-        self.system_node_group = aws.eks.NodeGroup(
+
+    def _system_nodes(
+        self, name: str, args: ClusterArgs, cluster_name: pulumi.Output[str], early: Sequence[pulumi.Resource]
+    ) -> aws.eks.NodeGroup:
+        """The managed system node group (tainted for system pods), its role and launch template; it waits for the
+        add-ons nodes need (``early``) and the NAT routes."""
+        cfg = args.config
+        node_role, node_policies = iam.role_with_policies(
+            f"{name}-system-node",
+            trust=iam.EC2_TRUST,
+            managed=iam.NODE_ROLE_POLICIES,
+            description=f"System node group of EKS cluster {cfg.name}",
+            parent=self,
+        )
+        template = self._system_launch_template(name, cfg)
+        return aws.eks.NodeGroup(
             f"{name}-{SYSTEM_NODEGROUP}",
             cluster_name=cluster_name,
             node_group_name=SYSTEM_NODEGROUP,
@@ -173,6 +222,10 @@ class Cluster(pulumi.ComponentResource):
             ),
         )
 
+    def _addons_after_nodes(
+        self, name: str, cfg: ClusterConfig, cluster_name: pulumi.Output[str]
+    ) -> dict[str, aws.eks.Addon]:
+        """The add-ons whose pods need nodes (CoreDNS, the EBS CSI driver with its Pod Identity role)."""
         ebs_role, ebs_policies = iam.role_with_policies(
             f"{name}-ebs-csi",
             trust=iam.POD_IDENTITY_TRUST,
@@ -193,24 +246,18 @@ class Cluster(pulumi.ComponentResource):
                 # EBS CSI controller keeps its permissions until it is gone: on destroy it still deletes volumes.
                 after=[self.system_node_group, *(ebs_policies if addon == "aws-ebs-csi-driver" else ())],
             )
+        return after_nodes
 
-        self.kubeconfig = pulumi.Output.secret(self.control_plane.kubeconfig_json)
-        self.provider = k8s.Provider(
-            f"{name}-k8s",
-            kubeconfig=self.kubeconfig,
-            enable_server_side_apply=True,
-            delete_unreachable=False,
-            opts=child,
-        )
-        # Volumes are provisioned and deleted by the EBS CSI controller: a claim must go (on destroy) while it runs.
-        self.ebs_csi_driver = after_nodes["aws-ebs-csi-driver"]
-        self.storage_classes: dict[str, k8s.storage.v1.StorageClass] = {}
+    def _storage_classes(self, name: str, args: ClusterArgs) -> dict[str, k8s.storage.v1.StorageClass]:
+        """The default gp3 class and, in prod, the class whose volumes are retained.  Volumes are provisioned and
+        deleted by the EBS CSI controller: a claim must go (on destroy) while it runs."""
+        storage_classes: dict[str, k8s.storage.v1.StorageClass] = {}
         classes = [(DEFAULT_STORAGE_CLASS, "Delete", True)]
         if args.retained_storage:
             # Data that must survive the stack: the EBS volume stays (released) when its claim or namespace goes.
             classes.append((RETAINED_STORAGE_CLASS, "Retain", False))
         for class_name, reclaim, default_class in classes:
-            self.storage_classes[class_name] = k8s.storage.v1.StorageClass(
+            storage_classes[class_name] = k8s.storage.v1.StorageClass(
                 f"{name}-{class_name}",
                 metadata=k8s.meta.v1.ObjectMetaArgs(
                     name=class_name,
@@ -223,12 +270,7 @@ class Cluster(pulumi.ComponentResource):
                 allow_volume_expansion=True,
                 opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
             )
-
-        self.name = cluster_name
-        self.endpoint = eks_cluster.endpoint
-        self.oidc_provider_arn = self.control_plane.oidc_provider_arn
-        self.cluster_security_group_id = self.control_plane.cluster_security_group_id
-        self.register_outputs({"name": self.name, "endpoint": self.endpoint, "oidcProviderArn": self.oidc_provider_arn})
+        return storage_classes
 
     def _addon(
         self,
