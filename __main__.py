@@ -151,7 +151,7 @@ if cfg.benchmark.enabled:
             cluster=cluster,
             artifact_bucket=serving.artifact_bucket,
             target=serving.rayservice,
-            capacity=[karpenter.node_pools[DEFAULT_POOL]],
+            node_prerequisites=[karpenter.node_pools[DEFAULT_POOL]],
         ),
         opts=on_aws,
     )

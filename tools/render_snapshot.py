@@ -20,12 +20,15 @@ from typing import Any
 from tools.render import render
 
 # (file name, stack, config overrides): the two stacks as shipped, and each with the optional CI roles switched on
-# (dev ships the benchmark on, prod ships it off, so both branches of that component render too).
+# (dev ships the benchmark on, prod ships it off, so both branches of that component render too), and the benchmark's
+# other branch.
 VARIANTS: tuple[tuple[str, str, Mapping[str, str]], ...] = (
     ("dev", "dev", {}),
     ("prod", "prod", {}),
     ("dev-ci", "dev", {"eks-neuron-llm:githubRepository": "example-org/eks-neuron-llm"}),
     ("prod-ci", "prod", {"eks-neuron-llm:githubRepository": "example-org/eks-neuron-llm"}),
+    # The benchmark without a results prefix: no results role, an empty results URI.
+    ("dev-no-results", "dev", {"eks-neuron-llm:benchmarkResultsPrefix": ""}),
 )
 
 
