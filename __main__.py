@@ -134,7 +134,7 @@ ui = OpenWebUI(
         storage_class=RETAINED_STORAGE_CLASS if cfg.is_prod else DEFAULT_STORAGE_CLASS,
         protect_data=cfg.is_prod,
         cluster=cluster,
-        capacity=[karpenter.node_pools[DEFAULT_POOL]],
+        node_prerequisites=[karpenter.node_pools[DEFAULT_POOL]],
     ),
     opts=on_aws,
 )
