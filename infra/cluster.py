@@ -187,12 +187,8 @@ class Cluster(pulumi.ComponentResource):
         """The managed system node group (tainted for system pods), its role and launch template; it waits for the
         add-ons nodes need (``early``) and the NAT routes."""
         cfg = args.config
-        node_role, node_policies = iam.role_with_policies(
-            f"{name}-system-node",
-            trust=iam.EC2_TRUST,
-            managed=iam.NODE_ROLE_POLICIES,
-            description=f"System node group of EKS cluster {cfg.name}",
-            parent=self,
+        node_role, node_policies = iam.node_role(
+            f"{name}-system-node", description=f"System node group of EKS cluster {cfg.name}", parent=self
         )
         template = self._system_launch_template(name, cfg)
         return aws.eks.NodeGroup(

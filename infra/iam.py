@@ -88,6 +88,11 @@ def role_with_policies(
     return RoleWithPolicies(r, tuple(policies))
 
 
+def node_role(name: str, *, description: str, parent: pulumi.Resource) -> RoleWithPolicies:
+    """The role of EKS worker nodes (EC2 trust, ``NODE_ROLE_POLICIES``): the system node group's and Karpenter's."""
+    return role_with_policies(name, trust=EC2_TRUST, managed=NODE_ROLE_POLICIES, description=description, parent=parent)
+
+
 class PodIdentityRole(NamedTuple):
     role: aws.iam.Role
     association: aws.eks.PodIdentityAssociation

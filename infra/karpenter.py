@@ -460,12 +460,8 @@ class Karpenter(pulumi.ComponentResource):
         """Nodes: their role, the access entry that lets them join (API authentication mode), and the tag by which
         Karpenter finds the EKS-created cluster security group."""
         child = pulumi.ResourceOptions(parent=self)
-        role, policies = iam.role_with_policies(
-            f"{name}-node",
-            trust=iam.EC2_TRUST,
-            managed=iam.NODE_ROLE_POLICIES,
-            description=f"Nodes Karpenter launches for EKS cluster {args.cluster_name}",
-            parent=self,
+        role, policies = iam.node_role(
+            f"{name}-node", description=f"Nodes Karpenter launches for EKS cluster {args.cluster_name}", parent=self
         )
         access_entry = aws.eks.AccessEntry(
             f"{name}-node",
