@@ -27,6 +27,15 @@ ADDONS_BEFORE_NODES: dict[str, dict[str, object]] = {
     "kube-proxy": {},
     "eks-pod-identity-agent": {},
 }
+# EKS security groups for pods (pods selected by a SecurityGroupPolicy get a branch interface with their own security
+# groups; infra/gcs_store.py gives the Ray head the only group its GCS store admits): the VPC CNI manages pod ENIs,
+# "standard" mode keeps NetworkPolicies and node-local traffic as they are, and kubelet probes reach pods on branch
+# interfaces only with TCP early demux off.  The cluster role needs the VPC resource controller's policy.
+POD_ENI_VALUES: dict[str, object] = {
+    "env": {"ENABLE_POD_ENI": "true", "POD_SECURITY_GROUP_ENFORCING_MODE": "standard"},
+    "init": {"env": {"DISABLE_TCP_EARLY_DEMUX": "true"}},
+}
+VPC_RESOURCE_CONTROLLER_POLICY = "AmazonEKSVPCResourceController"
 # Add-ons whose pods must be scheduled somewhere before EKS reports them ACTIVE.
 ADDONS_AFTER_NODES = ("coredns", "aws-ebs-csi-driver")
 EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
@@ -52,6 +61,9 @@ class ClusterArgs:
     retained_storage: bool = False
     """prod: also a StorageClass whose volumes outlive their claims (``RETAINED_STORAGE_CLASS``), for data worth
     keeping."""
+    pod_security_groups: bool = False
+    """Security groups for pods (``POD_ENI_VALUES``): on when a pod needs a security group of its own (config
+    ``gcsFaultTolerance``: the Ray head, the only client its GCS store admits)."""
 
 
 class Cluster(pulumi.ComponentResource):
@@ -76,9 +88,7 @@ class Cluster(pulumi.ComponentResource):
         eks_cluster = self.control_plane.eks_cluster
         cluster_name = eks_cluster.name
         self._admin_access(name, cfg, cluster_name)
-        early = [
-            self._addon(name, cluster_name, cfg.version, addon, values) for addon, values in ADDONS_BEFORE_NODES.items()
-        ]
+        early = self._addons_before_nodes(name, args, cluster_name, eks_cluster)
         self.system_node_group = self._system_nodes(name, args, cluster_name, early)
         self.ebs_csi_driver = self._addons_after_nodes(name, cfg, cluster_name)["aws-ebs-csi-driver"]
 
@@ -150,6 +160,41 @@ class Cluster(pulumi.ComponentResource):
                 access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
                 opts=child,
             )
+
+    def _addons_before_nodes(
+        self,
+        name: str,
+        args: ClusterArgs,
+        cluster_name: pulumi.Output[str],
+        eks_cluster: pulumi.Output[aws.eks.Cluster],
+    ) -> list[aws.eks.Addon]:
+        """The add-ons nodes need to turn Ready; with ``pod_security_groups``, the VPC CNI manages pod ENIs and the
+        cluster role gets the VPC resource controller's policy (both in ``self.pod_security_groups``)."""
+        cfg = args.config
+        early = [
+            self._addon(
+                name,
+                cluster_name,
+                cfg.version,
+                addon,
+                {**values, **POD_ENI_VALUES} if addon == "vpc-cni" and args.pod_security_groups else values,
+            )
+            for addon, values in ADDONS_BEFORE_NODES.items()
+        ]
+        # What a pod with its own security group needs before it starts and, on destroy, until it is gone (the VPC
+        # resource controller deletes its branch interface with the cluster role's permissions).
+        self.pod_security_groups: tuple[pulumi.Resource, ...] = ()
+        if args.pod_security_groups:
+            self.pod_security_groups = (
+                aws.iam.RolePolicyAttachment(
+                    f"{name}-vpc-resource-controller",
+                    role=eks_cluster.role_arn.apply(lambda arn: arn.rsplit("/", 1)[-1]),
+                    policy_arn=iam.managed_policy_arn(VPC_RESOURCE_CONTROLLER_POLICY),
+                    opts=pulumi.ResourceOptions(parent=self),
+                ),
+                *early,
+            )
+        return early
 
     def _system_launch_template(self, name: str, cfg: ClusterConfig) -> aws.ec2.LaunchTemplate:
         """The system nodes' launch template: IMDSv2 only, an encrypted gp3 root volume, a Name tag."""

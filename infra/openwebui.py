@@ -16,6 +16,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from infra.serving import api_key_secret
 from workloads import openwebui, rayservice
 
 if TYPE_CHECKING:
@@ -37,6 +38,9 @@ class OpenWebUIArgs:
     ``storage_class`` reclaims with Retain: ``RETAINED_STORAGE_CLASS`` in prod)."""
     cluster: Cluster
     """The cluster component: Kubernetes provider, storage classes and the EBS CSI driver."""
+    api_key: pulumi.Input[str]
+    """The serve endpoint's API key (the serving component's ``api_key``, secret), copied into a Secret here: the UI
+    sends it as ``OPENAI_API_KEYS``."""
     node_prerequisites: Sequence[pulumi.Resource] = field(default_factory=list)
     """Ordering only: the Karpenter NodePool its pod lands on; Pulumi waits for the Deployment to become ready, and
     on destroy the pod goes before the pool that drains its node."""
@@ -68,6 +72,7 @@ class OpenWebUI(pulumi.ComponentResource):
         )
         ns = namespace.metadata.name
         secret = self._session_secret(name, ns, on_k8s)
+        api_key = api_key_secret(f"{name}-api-key", ns, args.api_key, on_k8s)
         pvc = self._data_volume(name, args, ns, objects["pvc"])
         deployment = objects["deployment"]
         k8s.apps.v1.Deployment(
@@ -82,6 +87,7 @@ class OpenWebUI(pulumi.ComponentResource):
                 depends_on=[
                     # Referenced by name from the pod: it must exist before the pod starts.
                     secret,
+                    api_key,
                     pvc,
                     # Pulumi waits for the Deployment to become ready, and its pod only fits on nodes of this pool;
                     # on destroy, the pod goes before the pool that drains its node.
