@@ -123,7 +123,7 @@ serving = Serving(
         kuberay=kuberay,
         vpc_id=network.vpc_id,
         private_subnet_ids=network.private_subnet_ids,
-        capacity=[karpenter.node_pools[SERVING_PRESET.pool], neuron.release],
+        node_prerequisites=[karpenter.node_pools[SERVING_PRESET.pool], neuron.release],
     ),
     opts=on_aws,
 )
