@@ -282,7 +282,13 @@ class Cluster(pulumi.ComponentResource):
                 cfg.version,
                 addon,
                 {},
-                pod_identity=(EBS_CSI_SERVICE_ACCOUNT, ebs_role.arn) if addon == "aws-ebs-csi-driver" else None,
+                pod_identity=(
+                    aws.eks.AddonPodIdentityAssociationArgs(
+                        service_account=EBS_CSI_SERVICE_ACCOUNT, role_arn=ebs_role.arn
+                    )
+                    if addon == "aws-ebs-csi-driver"
+                    else None
+                ),
                 # Their pods need nodes; without them EKS leaves the add-on DEGRADED and the update times out.  The
                 # EBS CSI controller keeps its permissions until it is gone: on destroy it still deletes volumes.
                 after=[self.system_node_group, *(ebs_policies if addon == "aws-ebs-csi-driver" else ())],
@@ -321,7 +327,7 @@ class Cluster(pulumi.ComponentResource):
         addon: str,
         values: dict[str, object],
         *,
-        pod_identity: tuple[str, pulumi.Output[str]] | None = None,
+        pod_identity: aws.eks.AddonPodIdentityAssociationArgs | None = None,
         after: list[pulumi.Resource] | None = None,
     ) -> aws.eks.Addon:
         # Pin the add-on to the version EKS marks default for this Kubernetes minor, so a preview shows it.
@@ -339,10 +345,6 @@ class Cluster(pulumi.ComponentResource):
             configuration_values=json.dumps(values) if values else None,
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="PRESERVE",
-            pod_identity_associations=(
-                [aws.eks.AddonPodIdentityAssociationArgs(service_account=pod_identity[0], role_arn=pod_identity[1])]
-                if pod_identity
-                else None
-            ),
+            pod_identity_associations=[pod_identity] if pod_identity else None,
             opts=pulumi.ResourceOptions(parent=self, depends_on=after or []),
         )
