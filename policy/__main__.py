@@ -3,7 +3,8 @@
 import sys
 from pathlib import Path
 
-# The pack runs from policy/; the rules import the project's shared names (workloads/, tools/).
+# The engine runs the pack from policy/ (pulumi.policy: runpy.run_path("policy")); the rules import the project's
+# shared names (workloads/), so the project root goes on the path.  Nothing here needs the render harness (tools/).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pulumi_policy import PolicyPack

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from policy.scheduling import DeclaredOverhead, PodTemplate
-from tools.schemas import HELM_VALUES_DIR, chart_values
+from policy.vendored import HELM_VALUES_DIR, chart_values
 from workloads.topology import NEURON_CORE_RESOURCE, NEURON_DEVICE_RESOURCE
 
 # Per-node requests of the DaemonSets of EKS managed add-ons; every one of them tolerates all taints.

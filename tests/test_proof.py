@@ -12,6 +12,7 @@ import pytest
 from infra import tokens
 from policy.proof import machines, run, summary, validate
 from tools.render import Render
+from tools.render import summary as render_summary
 from workloads.instances import INSTANCES
 
 Records = list[dict[str, Any]]
@@ -67,7 +68,7 @@ def test_the_stack_policy_reports_nothing_for_the_real_stacks(each_stack: Render
 def test_the_render_summary_prints_a_verdict_per_pod(dev: Render) -> None:
     lines = summary(dev.resources)
     assert lines and all(": ok, " in line for line in lines)
-    assert "scheduling proof:" in dev.summary()
+    assert "scheduling proof:" in render_summary(dev)
 
 
 def test_every_instance_type_the_accelerator_pools_may_launch_has_facts(each_stack: Render) -> None:

@@ -9,6 +9,7 @@ import yaml
 
 from infra import tokens
 from tools.render import Render
+from tools.render import summary as render_summary
 from tools.timeline import (
     DURATIONS,
     FIRST_TOKEN,
@@ -222,7 +223,7 @@ def test_the_model_follows_the_graph_a_slow_nat_gateway_moves_onto_the_path(dev:
 
 
 def test_the_render_summary_prints_the_modeled_critical_path(dev: Render) -> None:
-    text = dev.summary()
+    text = render_summary(dev)
     assert "deploy timeline (modeled critical path):" in text
     assert "cold `pulumi up` to first token:" in text and "warm RayService restart to first token" in text
     assert "top contributors:" in text

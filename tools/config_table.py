@@ -1,10 +1,10 @@
-"""The README's configuration table, generated from the ``config:`` block of ``Pulumi.yaml``.
+"""The configuration table of ``docs/configuration.md``, generated from the ``config:`` block of ``Pulumi.yaml``.
 
-    python -m tools.config_table                 # print the table
-    python -m tools.config_table --write README.md   # replace the table between the README's markers
+    python -m tools.config_table                                 # print the table
+    python -m tools.config_table --write docs/configuration.md   # replace the table between the page's markers
 
-``Pulumi.yaml`` is the one place where keys, types, defaults and descriptions are declared; the README shows them
-and ``tests/test_readme.py`` fails when the two drift apart.  Writing is idempotent.
+``Pulumi.yaml`` is the one place where keys, types, defaults and descriptions are declared; the page shows them
+and ``tests/test_docs.py`` fails when the two drift apart.  Writing is idempotent.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 START = "<!-- config-table:start -->"
 END = "<!-- config-table:end -->"
-FIX_COMMAND = "python -m tools.config_table --write README.md"
+PAGE = REPO / "docs" / "configuration.md"
+FIX_COMMAND = "python -m tools.config_table --write docs/configuration.md"
 
 
 class MarkerError(ValueError):
-    """The README lacks the markers, or has them out of order or more than once."""
+    """The page lacks the markers, or has them out of order or more than once."""
 
 
 def config_block(project_file: Path = REPO / "Pulumi.yaml") -> tuple[str, dict[str, Any]]:
@@ -88,7 +89,7 @@ def replace(document: str, new_table: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--project", type=Path, default=REPO / "Pulumi.yaml", help="Pulumi project file")
-    parser.add_argument("--write", type=Path, metavar="README", help="replace the table between the markers")
+    parser.add_argument("--write", type=Path, metavar="PAGE", help="replace the table between the markers")
     args = parser.parse_args(argv)
     text = generated(args.project)
     if args.write is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tools.render import Render
+from tools.render_model import Render
 
 
 def edges(r: Render) -> dict[str, set[str]]:

@@ -14,17 +14,28 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
-CRD_DIR = SCHEMAS / "crds"
-HELM_VALUES_DIR = SCHEMAS / "helm-values"
-# libyaml's loader when PyYAML has it: the KubeRay CRDs are 1 MB each.
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+from policy.vendored import CRD_DIR, HELM_VALUES_DIR, SCHEMAS, chart_values, crd_schemas
+
+__all__ = [  # the loader's names are re-exported: callers read the vendored files through this module too
+    "CRD_DIR",
+    "EKS_BUILTIN_CRDS",
+    "FREE_FORM_KEYS",
+    "HELM_VALUES_DIR",
+    "SCHEMAS",
+    "all_value_paths",
+    "chart_values",
+    "crd_schemas",
+    "custom_resource_kinds",
+    "custom_resource_problems",
+    "helm_value_problems",
+    "is_custom_resource",
+    "kubernetes_problems",
+    "manifest_problems",
+]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -110,22 +121,6 @@ EKS_BUILTIN_CRDS: dict[tuple[str, str], dict[str, Any]] = {
 
 
 @cache
-def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
-    """(apiVersion, kind) -> that version's ``openAPIV3Schema`` exactly as the vendored CRD has it (do not mutate)."""
-    out: dict[tuple[str, str], dict[str, Any]] = {}
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        for crd in yaml.load_all(path.read_text(), Loader=_LOADER):
-            if not crd or crd.get("kind") != "CustomResourceDefinition":
-                continue
-            spec = crd["spec"]
-            for version in spec["versions"]:
-                out[(f"{spec['group']}/{version['name']}", spec["names"]["kind"])] = version["schema"][
-                    "openAPIV3Schema"
-                ]
-    return out
-
-
-@cache
 def _crds() -> dict[tuple[str, str], dict[str, Any]]:
     """(apiVersion, kind) -> JSON schema of that version, for every vendored CRD and EKS's own."""
     out: dict[tuple[str, str], dict[str, Any]] = {}
@@ -196,12 +191,6 @@ def manifest_problems(obj: Mapping[str, Any], version: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------------
 # Helm values.
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def chart_values(filename: str) -> dict[str, Any]:
-    """A vendored chart values.yaml (``schemas/helm-values/<filename>``)."""
-    data = yaml.safe_load((HELM_VALUES_DIR / filename).read_text())
-    return data if isinstance(data, dict) else {}
 
 
 def _paths(values: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -31,7 +31,8 @@ from typing import Any
 import yaml
 
 from tools.graph import edges
-from tools.render import Render, RenderConfigError, render
+from tools.render_harness import render
+from tools.render_model import Render, RenderConfigError
 
 DURATIONS = Path(__file__).with_name("timeline_durations.yaml")
 RAYSERVICE = "kubernetes:ray.io/v1:RayService"

@@ -213,7 +213,10 @@ def test_clients_hanging_up_mid_stream_free_the_engine(fault_endpoint: Endpoint)
         waited_s=time.monotonic() - hung_up_at,
     )
     assert freed_s is not None, f"requests still running or waiting {ABORTED_WITHIN_S}s after the hang-ups: {m}"
-    assert aborted == 100, "the engine did not abort every hung-up request"
+    # vLLM 0.32 does not count a client's abort in request_success_total{finished_reason="abort"} (the output
+    # processor drops the request before any stats are recorded; measured: 0 after 100 hang-ups), so the engine's
+    # abort shows as what it frees: nothing running or waiting (above), no KV cache held, few tokens generated. The
+    # counter is reported (engine_aborted), not asserted.
     assert m["vllm:kv_cache_usage_perc"] == 0.0, "KV-cache blocks still held after every request ended"
     # Each request stopped near its hang-up: far fewer tokens than 100 full answers were generated.
     assert m["vllm:generation_tokens_total"] < 100 * LONG / 2
