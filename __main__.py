@@ -89,7 +89,7 @@ observability = Observability(
         cluster_version=cfg.cluster.version,
         region=cfg.region,
         cluster=cluster,
-        capacity=[karpenter.node_pools[DEFAULT_POOL]],
+        node_prerequisites=[karpenter.node_pools[DEFAULT_POOL]],
     ),
     opts=on_aws,
 )
@@ -105,7 +105,7 @@ metrics = Monitoring(
         storage_class=RETAINED_STORAGE_CLASS if cfg.is_prod else DEFAULT_STORAGE_CLASS,
         protect_data=cfg.is_prod,
         cluster=cluster,
-        capacity=[karpenter.node_pools[DEFAULT_POOL]],
+        node_prerequisites=[karpenter.node_pools[DEFAULT_POOL]],
     ),
     opts=on_aws,
 )
@@ -123,7 +123,7 @@ serving = Serving(
         kuberay=kuberay,
         vpc_id=network.vpc_id,
         private_subnet_ids=network.private_subnet_ids,
-        capacity=[karpenter.node_pools[SERVING_PRESET.pool], neuron.release],
+        node_prerequisites=[karpenter.node_pools[SERVING_PRESET.pool], neuron.release],
     ),
     opts=on_aws,
 )
@@ -139,7 +139,7 @@ ui = OpenWebUI(
         protect_data=cfg.is_prod,
         cluster=cluster,
         api_key=serving.api_key,
-        capacity=[karpenter.node_pools[DEFAULT_POOL]],
+        node_prerequisites=[karpenter.node_pools[DEFAULT_POOL]],
     ),
     opts=on_aws,
 )
@@ -157,7 +157,7 @@ if cfg.benchmark.enabled:
             cluster=cluster,
             artifact_bucket=serving.artifact_bucket,
             target=serving.rayservice,
-            capacity=[karpenter.node_pools[DEFAULT_POOL]],
+            node_prerequisites=[karpenter.node_pools[DEFAULT_POOL]],
         ),
         opts=on_aws,
     )

@@ -31,27 +31,39 @@ if TYPE_CHECKING:
 
 @dataclass
 class BenchmarkArgs:
+    """What the benchmark component needs; ``__main__.py`` fills it when ``benchmarkEnabled`` is true."""
+
     config: BenchmarkConfig
+    """The benchmark section of the stack config (``infra.config``): the results prefix in the artifact bucket."""
     cluster_name: str
+    """Name of the EKS cluster (config ``clusterName``): in the results role's description."""
     model_id: str
+    """The served model's Hugging Face ID (config ``modelId``): the sweep's tokenizer and request model."""
     hf_token: pulumi.Output[str] | None
-    # The serve endpoint's API key (secret): copied into a Secret in the bench namespace for the sweep.
+    """Hugging Face token (config ``hfToken``, secret) for gated tokenizers; ``None`` when not configured."""
     api_key: pulumi.Input[str]
+    """The serve endpoint's API key (the serving component's ``api_key``, secret): copied into a Secret in the bench
+    namespace for the sweep."""
     cluster: Cluster
+    """The cluster component: the Kubernetes provider and the cluster name for Pod Identity."""
     artifact_bucket: aws.s3.Bucket
-    # The RayService the Job measures: ordering only (see below).
+    """The serving component's artifact bucket: the result files go under the results prefix."""
     target: pulumi.Resource
-    # The default NodePool the Job's pod lands on: ordering only.
-    capacity: Sequence[pulumi.Resource] = field(default_factory=list)
+    """Ordering only: the RayService the Job measures (the serving component's ``rayservice``)."""
+    node_prerequisites: Sequence[pulumi.Resource] = field(default_factory=list)
+    """Ordering only: the default NodePool the Job's pod lands on; on destroy the Job goes before the pool."""
 
 
 class Benchmark(pulumi.ComponentResource):
+    """The ``vllm bench serve`` sweep as a Job in namespace ``bench``, and its results upload (see the module).
+
+    Outputs: ``job`` and ``results_uri`` (``s3://<bucket>/<prefix>``, empty without a results prefix)."""
+
     job: k8s.batch.v1.Job
     results_uri: pulumi.Output[str]
 
     def __init__(self, name: str, args: BenchmarkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("eks-neuron-llm:infra:Benchmark", name, None, opts)
-        cfg = args.config
         on_k8s = pulumi.ResourceOptions(parent=self, provider=args.cluster.provider)
 
         ns_obj = bench.namespace()
@@ -76,22 +88,7 @@ class Benchmark(pulumi.ComponentResource):
         if args.hf_token is not None:
             hf_secret_name = rayservice.HF_TOKEN_SECRET
             mounted.append(hf_token_secret(f"{name}-hf-token", ns, args.hf_token, on_k8s))
-
-        if cfg.results_prefix:
-            prefix = cfg.results_prefix
-            results = iam.pod_identity_role(
-                f"{name}-results",
-                cluster_name=args.cluster.name,
-                namespace=ns,
-                service_account=service_account.metadata.name,
-                inline=args.artifact_bucket.arn.apply(lambda arn: iam.to_json(bench.results_policy(arn, prefix))),
-                description=f"Benchmark Job of {args.cluster_name}: writes result files under one S3 prefix",
-                parent=self,
-            )
-            mounted.extend(results.ready)
-            self.results_uri = args.artifact_bucket.bucket.apply(lambda b: f"s3://{b}/{prefix}")
-        else:
-            self.results_uri = pulumi.Output.from_input("")
+        mounted.extend(self._results_access(name, args, ns, service_account))
 
         def inputs(uri: str) -> bench.BenchInputs:
             return bench.BenchInputs(model_id=args.model_id, results_uri=uri or None, hf_token_secret=hf_secret_name)
@@ -107,9 +104,41 @@ class Benchmark(pulumi.ComponentResource):
                 opts=on_k8s,
             )
         )
-
         manifest: pulumi.Output[dict[str, Any]] = self.results_uri.apply(lambda uri: bench.job(inputs(uri)))
-        self.job = k8s.batch.v1.Job(
+        self.job = self._job(name, args, ns, manifest, mounted)
+        self.register_outputs({"benchmarkJob": self.job.metadata.name, "benchmarkResultsUri": self.results_uri})
+
+    def _results_access(
+        self, name: str, args: BenchmarkArgs, ns: pulumi.Output[str], service_account: k8s.core.v1.ServiceAccount
+    ) -> tuple[pulumi.Resource, ...]:
+        """With a results prefix: the Pod Identity role that may only write under it, and ``results_uri``.  Returns
+        what the Job's pod must be created after (nothing without a prefix)."""
+        prefix = args.config.results_prefix
+        if not prefix:
+            self.results_uri = pulumi.Output.from_input("")
+            return ()
+        results = iam.pod_identity_role(
+            f"{name}-results",
+            cluster_name=args.cluster.name,
+            namespace=ns,
+            service_account=service_account.metadata.name,
+            inline=args.artifact_bucket.arn.apply(lambda arn: iam.to_json(bench.results_policy(arn, prefix))),
+            description=f"Benchmark Job of {args.cluster_name}: writes result files under one S3 prefix",
+            parent=self,
+        )
+        self.results_uri = args.artifact_bucket.bucket.apply(lambda b: f"s3://{b}/{prefix}")
+        return results.ready
+
+    def _job(
+        self,
+        name: str,
+        args: BenchmarkArgs,
+        ns: pulumi.Output[str],
+        manifest: pulumi.Output[dict[str, Any]],
+        mounted: Sequence[pulumi.Resource],
+    ) -> k8s.batch.v1.Job:
+        """The Job itself, after everything its pod mounts, the endpoint it measures and the pool it lands on."""
+        return k8s.batch.v1.Job(
             f"{name}-job",
             metadata=k8s.meta.v1.ObjectMetaArgs(
                 name=bench.NAME,
@@ -128,8 +157,7 @@ class Benchmark(pulumi.ComponentResource):
                     # ready); on destroy, the Job goes before the RayService it loads.
                     args.target,
                     # The pod only fits on nodes of the default pool; on destroy it goes before the pool drains.
-                    *args.capacity,
+                    *args.node_prerequisites,
                 ],
             ),
         )
-        self.register_outputs({"benchmarkJob": self.job.metadata.name, "benchmarkResultsUri": self.results_uri})

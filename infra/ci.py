@@ -229,12 +229,21 @@ def deploy_policy(account_id: str, region: str) -> iam.PolicyDocument:
 
 @dataclass
 class CiAccessArgs:
+    """What the CI bootstrap needs; ``__main__.py`` fills it when ``githubRepository`` is set."""
+
     config: CiConfig
+    """The CI section of the stack config (``infra.config``): the GitHub repository the workflows run in."""
     region: str
+    """AWS region of the stack (config ``aws:region``): the only region either role may act in."""
     cluster_name: pulumi.Input[str]
+    """Name of the EKS cluster (the cluster component's output): both roles get an access entry to it."""
 
 
 class CiAccess(pulumi.ComponentResource):
+    """The GitHub OIDC provider and the preview and deploy roles the workflows assume (see the module docstring).
+
+    Outputs: ``preview_role_arn`` and ``deploy_role_arn`` (the workflows' ``role-to-assume``)."""
+
     preview_role_arn: pulumi.Output[str]
     deploy_role_arn: pulumi.Output[str]
 

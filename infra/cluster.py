@@ -43,20 +43,36 @@ EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
 
 @dataclass
 class ClusterArgs:
+    """What the cluster component needs; ``__main__.py`` fills it from the stack config and the network."""
+
     config: ClusterConfig
+    """The cluster section of the stack config (``infra.config``): name, Kubernetes version, API access, admins and
+    the system node group's shape."""
     vpc_id: pulumi.Input[str]
+    """The VPC the cluster lives in (the network component's ``vpc_id``)."""
     private_subnet_ids: pulumi.Input[list[str]]
+    """Private subnets, one per zone (the network's): the control plane's ENIs and the system nodes go there."""
     public_subnet_ids: pulumi.Input[list[str]]
-    # The private subnets' NAT routes: nodes need them to join and pull images, and the Karpenter controller (on the
-    # system nodes) needs them on destroy to terminate its instances, so the routes must outlive the node group.
+    """Public subnets, one per zone (the network's): given to EKS for public load balancers."""
     private_egress: Sequence[pulumi.Resource] = ()
-    # prod: also a StorageClass whose volumes outlive their claims (RETAINED_STORAGE_CLASS), for data worth keeping.
+    """Ordering only: the private subnets' NAT routes (the network's ``private_egress``).  Nodes need them to join
+    and pull images, and the Karpenter controller (on the system nodes) needs them on destroy to terminate its
+    instances, so the routes must outlive the node group."""
     retained_storage: bool = False
-    # Security groups for pods (POD_ENI_VALUES): on when a pod needs a security group of its own (the GCS store).
+    """prod: also a StorageClass whose volumes outlive their claims (``RETAINED_STORAGE_CLASS``), for data worth
+    keeping."""
     pod_security_groups: bool = False
+    """Security groups for pods (``POD_ENI_VALUES``): on when a pod needs a security group of its own (config
+    ``gcsFaultTolerance``: the Ray head, the only client its GCS store admits)."""
 
 
 class Cluster(pulumi.ComponentResource):
+    """The EKS control plane (pulumi-eks, API authentication, secrets encrypted with a KMS key of its own), the
+    tainted managed system node group, the EKS managed add-ons, the storage classes and the Kubernetes provider.
+
+    Outputs: ``name``, ``endpoint``, ``kubeconfig`` (secret), ``oidc_provider_arn``, ``cluster_security_group_id``;
+    and for the other components ``provider``, ``system_node_group``, ``ebs_csi_driver`` and ``storage_classes``."""
+
     name: pulumi.Output[str]
     endpoint: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]
@@ -68,8 +84,34 @@ class Cluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("eks-neuron-llm:infra:Cluster", name, None, opts)
         cfg = args.config
-        child = pulumi.ResourceOptions(parent=self)
+        self.control_plane = self._control_plane(name, args)
+        eks_cluster = self.control_plane.eks_cluster
+        cluster_name = eks_cluster.name
+        self._admin_access(name, cfg, cluster_name)
+        early = self._addons_before_nodes(name, args, cluster_name, eks_cluster)
+        self.system_node_group = self._system_nodes(name, args, cluster_name, early)
+        self.ebs_csi_driver = self._addons_after_nodes(name, cfg, cluster_name)["aws-ebs-csi-driver"]
 
+        self.kubeconfig = pulumi.Output.secret(self.control_plane.kubeconfig_json)
+        self.provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=self.kubeconfig,
+            enable_server_side_apply=True,
+            delete_unreachable=False,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.storage_classes = self._storage_classes(name, args)
+
+        self.name = cluster_name
+        self.endpoint = eks_cluster.endpoint
+        self.oidc_provider_arn = self.control_plane.oidc_provider_arn
+        self.cluster_security_group_id = self.control_plane.cluster_security_group_id
+        self.register_outputs({"name": self.name, "endpoint": self.endpoint, "oidcProviderArn": self.oidc_provider_arn})
+
+    def _control_plane(self, name: str, args: ClusterArgs) -> eks.Cluster:
+        """The control plane, its secrets encrypted with a KMS key (and alias) of its own."""
+        cfg = args.config
+        child = pulumi.ResourceOptions(parent=self)
         secrets_key = aws.kms.Key(
             f"{name}-secrets",
             description=f"Envelope encryption of Kubernetes secrets in EKS cluster {cfg.name}",
@@ -80,8 +122,7 @@ class Cluster(pulumi.ComponentResource):
         aws.kms.Alias(
             f"{name}-secrets", name=f"alias/{cfg.name}-eks-secrets", target_key_id=secrets_key.key_id, opts=child
         )
-
-        self.control_plane = eks.Cluster(
+        return eks.Cluster(
             f"{name}-eks",
             name=cfg.name,
             version=cfg.version,
@@ -103,9 +144,10 @@ class Cluster(pulumi.ComponentResource):
             kube_proxy_addon_options=eks.KubeProxyAddonOptionsArgs(enabled=False),
             opts=child,
         )
-        eks_cluster = self.control_plane.eks_cluster
-        cluster_name = eks_cluster.name
 
+    def _admin_access(self, name: str, cfg: ClusterConfig, cluster_name: pulumi.Output[str]) -> None:
+        """An access entry with the cluster-admin policy for each configured admin principal."""
+        child = pulumi.ResourceOptions(parent=self)
         for i, arn in enumerate(cfg.admin_principal_arns):
             entry = aws.eks.AccessEntry(
                 f"{name}-admin-{i}", cluster_name=cluster_name, principal_arn=arn, type="STANDARD", opts=child
@@ -119,6 +161,16 @@ class Cluster(pulumi.ComponentResource):
                 opts=child,
             )
 
+    def _addons_before_nodes(
+        self,
+        name: str,
+        args: ClusterArgs,
+        cluster_name: pulumi.Output[str],
+        eks_cluster: pulumi.Output[aws.eks.Cluster],
+    ) -> list[aws.eks.Addon]:
+        """The add-ons nodes need to turn Ready; with ``pod_security_groups``, the VPC CNI manages pod ENIs and the
+        cluster role gets the VPC resource controller's policy (both in ``self.pod_security_groups``)."""
+        cfg = args.config
         early = [
             self._addon(
                 name,
@@ -138,24 +190,15 @@ class Cluster(pulumi.ComponentResource):
                     f"{name}-vpc-resource-controller",
                     role=eks_cluster.role_arn.apply(lambda arn: arn.rsplit("/", 1)[-1]),
                     policy_arn=iam.managed_policy_arn(VPC_RESOURCE_CONTROLLER_POLICY),
-                    opts=child,
+                    opts=pulumi.ResourceOptions(parent=self),
                 ),
                 *early,
             )
+        return early
 
-        node_role, node_policies = iam.role_with_policies(
-            f"{name}-system-node",
-            trust=iam.EC2_TRUST,
-            managed=(
-                "AmazonEKSWorkerNodePolicy",
-                "AmazonEKS_CNI_Policy",
-                "AmazonEC2ContainerRegistryPullOnly",
-                "AmazonSSMManagedInstanceCore",
-            ),
-            description=f"System node group of EKS cluster {cfg.name}",
-            parent=self,
-        )
-        template = aws.ec2.LaunchTemplate(
+    def _system_launch_template(self, name: str, cfg: ClusterConfig) -> aws.ec2.LaunchTemplate:
+        """The system nodes' launch template: IMDSv2 only, an encrypted gp3 root volume, a Name tag."""
+        return aws.ec2.LaunchTemplate(
             f"{name}-system",
             description=f"System nodes of {cfg.name}: IMDSv2 only, encrypted gp3 root volume",
             metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
@@ -180,9 +223,20 @@ class Cluster(pulumi.ComponentResource):
                     resource_type="instance", tags={"Name": f"{cfg.name}-{SYSTEM_NODEGROUP}"}
                 )
             ],
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self),
         )
-        self.system_node_group = aws.eks.NodeGroup(
+
+    def _system_nodes(
+        self, name: str, args: ClusterArgs, cluster_name: pulumi.Output[str], early: Sequence[pulumi.Resource]
+    ) -> aws.eks.NodeGroup:
+        """The managed system node group (tainted for system pods), its role and launch template; it waits for the
+        add-ons nodes need (``early``) and the NAT routes."""
+        cfg = args.config
+        node_role, node_policies = iam.node_role(
+            f"{name}-system-node", description=f"System node group of EKS cluster {cfg.name}", parent=self
+        )
+        template = self._system_launch_template(name, cfg)
+        return aws.eks.NodeGroup(
             f"{name}-{SYSTEM_NODEGROUP}",
             cluster_name=cluster_name,
             node_group_name=SYSTEM_NODEGROUP,
@@ -209,6 +263,10 @@ class Cluster(pulumi.ComponentResource):
             ),
         )
 
+    def _addons_after_nodes(
+        self, name: str, cfg: ClusterConfig, cluster_name: pulumi.Output[str]
+    ) -> dict[str, aws.eks.Addon]:
+        """The add-ons whose pods need nodes (CoreDNS, the EBS CSI driver with its Pod Identity role)."""
         ebs_role, ebs_policies = iam.role_with_policies(
             f"{name}-ebs-csi",
             trust=iam.POD_IDENTITY_TRUST,
@@ -224,29 +282,29 @@ class Cluster(pulumi.ComponentResource):
                 cfg.version,
                 addon,
                 {},
-                pod_identity=(EBS_CSI_SERVICE_ACCOUNT, ebs_role.arn) if addon == "aws-ebs-csi-driver" else None,
+                pod_identity=(
+                    aws.eks.AddonPodIdentityAssociationArgs(
+                        service_account=EBS_CSI_SERVICE_ACCOUNT, role_arn=ebs_role.arn
+                    )
+                    if addon == "aws-ebs-csi-driver"
+                    else None
+                ),
                 # Their pods need nodes; without them EKS leaves the add-on DEGRADED and the update times out.  The
                 # EBS CSI controller keeps its permissions until it is gone: on destroy it still deletes volumes.
                 after=[self.system_node_group, *(ebs_policies if addon == "aws-ebs-csi-driver" else ())],
             )
+        return after_nodes
 
-        self.kubeconfig = pulumi.Output.secret(self.control_plane.kubeconfig_json)
-        self.provider = k8s.Provider(
-            f"{name}-k8s",
-            kubeconfig=self.kubeconfig,
-            enable_server_side_apply=True,
-            delete_unreachable=False,
-            opts=child,
-        )
-        # Volumes are provisioned and deleted by the EBS CSI controller: a claim must go (on destroy) while it runs.
-        self.ebs_csi_driver = after_nodes["aws-ebs-csi-driver"]
-        self.storage_classes: dict[str, k8s.storage.v1.StorageClass] = {}
+    def _storage_classes(self, name: str, args: ClusterArgs) -> dict[str, k8s.storage.v1.StorageClass]:
+        """The default gp3 class and, in prod, the class whose volumes are retained.  Volumes are provisioned and
+        deleted by the EBS CSI controller: a claim must go (on destroy) while it runs."""
+        storage_classes: dict[str, k8s.storage.v1.StorageClass] = {}
         classes = [(DEFAULT_STORAGE_CLASS, "Delete", True)]
         if args.retained_storage:
             # Data that must survive the stack: the EBS volume stays (released) when its claim or namespace goes.
             classes.append((RETAINED_STORAGE_CLASS, "Retain", False))
         for class_name, reclaim, default_class in classes:
-            self.storage_classes[class_name] = k8s.storage.v1.StorageClass(
+            storage_classes[class_name] = k8s.storage.v1.StorageClass(
                 f"{name}-{class_name}",
                 metadata=k8s.meta.v1.ObjectMetaArgs(
                     name=class_name,
@@ -259,12 +317,7 @@ class Cluster(pulumi.ComponentResource):
                 allow_volume_expansion=True,
                 opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
             )
-
-        self.name = cluster_name
-        self.endpoint = eks_cluster.endpoint
-        self.oidc_provider_arn = self.control_plane.oidc_provider_arn
-        self.cluster_security_group_id = self.control_plane.cluster_security_group_id
-        self.register_outputs({"name": self.name, "endpoint": self.endpoint, "oidcProviderArn": self.oidc_provider_arn})
+        return storage_classes
 
     def _addon(
         self,
@@ -274,7 +327,7 @@ class Cluster(pulumi.ComponentResource):
         addon: str,
         values: dict[str, object],
         *,
-        pod_identity: tuple[str, pulumi.Output[str]] | None = None,
+        pod_identity: aws.eks.AddonPodIdentityAssociationArgs | None = None,
         after: list[pulumi.Resource] | None = None,
     ) -> aws.eks.Addon:
         # Pin the add-on to the version EKS marks default for this Kubernetes minor, so a preview shows it.
@@ -292,10 +345,6 @@ class Cluster(pulumi.ComponentResource):
             configuration_values=json.dumps(values) if values else None,
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="PRESERVE",
-            pod_identity_associations=(
-                [aws.eks.AddonPodIdentityAssociationArgs(service_account=pod_identity[0], role_arn=pod_identity[1])]
-                if pod_identity
-                else None
-            ),
+            pod_identity_associations=[pod_identity] if pod_identity else None,
             opts=pulumi.ResourceOptions(parent=self, depends_on=after or []),
         )

@@ -70,16 +70,29 @@ def security_group_policy(namespace: str, client_group_ids: Sequence[str]) -> di
 
 @dataclass
 class GcsStoreArgs:
+    """What the GCS store needs; ``infra.serving`` fills it when ``gcsFaultTolerance`` is on."""
+
     cluster_name: str
+    """Name of the EKS cluster (config ``clusterName``): names the store, its subnet group and replication group."""
     vpc_id: pulumi.Input[str]
+    """The VPC (the network component's ``vpc_id``): where the store's and the client's security groups live."""
     subnet_ids: pulumi.Input[Sequence[str]]
-    # The cluster security group: the head pods keep it on their own interface (Ray traffic, probes, the operator).
+    """Private subnets, one per zone (the network's): where the store's nodes go."""
     cluster_security_group_id: pulumi.Input[str]
+    """The cluster security group (the cluster component's): the head pods keep it on their own interface (Ray
+    traffic, probes, the operator)."""
     namespace: pulumi.Input[str]
+    """Namespace of the RayService (``vllm``): where the token Secret and the SecurityGroupPolicy go."""
     provider: k8s.Provider
+    """The cluster's Kubernetes provider."""
 
 
 class GcsStore(pulumi.ComponentResource):
+    """The Redis-compatible store (ElastiCache for Valkey) the Ray head persists its GCS to, reachable only from the
+    head pods (see the module): security groups, the replication group, and the head's token and security group.
+
+    Outputs: ``address`` (``rediss://...``) and ``ready`` (what the head pods must be created after)."""
+
     address: pulumi.Output[str]
     # What the head pods must be created after (and, on destroy, deleted before): the Secret they read the token
     # from, the SecurityGroupPolicy that gives them the client group, and the store itself.
@@ -87,9 +100,20 @@ class GcsStore(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: GcsStoreArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("eks-neuron-llm:infra:GcsStore", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        on_k8s = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        client, store_sg = self._security_groups(name, args)
+        # ElastiCache auth tokens: 16-128 printable characters without spaces, '"', '/' or '@'; letters and digits only.
+        token = random.RandomPassword(
+            f"{name}-auth-token", length=64, special=False, opts=pulumi.ResourceOptions(parent=self)
+        )
+        group = self._store(name, args, store_sg, token)
+        secret, sgp = self._head_access(name, args, client, token)
+        self.address = group.primary_endpoint_address.apply(redis_address)
+        self.ready = (secret, sgp, group)
+        self.register_outputs({"address": self.address})
 
+    def _security_groups(self, name: str, args: GcsStoreArgs) -> tuple[aws.ec2.SecurityGroup, aws.ec2.SecurityGroup]:
+        """The client group (the head pods') and the store's, with one rule each way on the store's port."""
+        child = pulumi.ResourceOptions(parent=self)
         client = aws.ec2.SecurityGroup(
             f"{name}-client-sg",
             vpc_id=args.vpc_id,
@@ -118,6 +142,13 @@ class GcsStore(pulumi.ComponentResource):
                 description="Ray head pods to the GCS store",
                 opts=child,
             )
+        return client, store_sg
+
+    def _store(
+        self, name: str, args: GcsStoreArgs, store_sg: aws.ec2.SecurityGroup, token: random.RandomPassword
+    ) -> aws.elasticache.ReplicationGroup:
+        """The replication group (a primary and a replica in another zone, TLS and auth token) and its subnets."""
+        child = pulumi.ResourceOptions(parent=self)
         subnets = aws.elasticache.SubnetGroup(
             f"{name}-subnets",
             name=f"{args.cluster_name.lower()}-gcs",
@@ -125,9 +156,7 @@ class GcsStore(pulumi.ComponentResource):
             subnet_ids=args.subnet_ids,
             opts=child,
         )
-        # ElastiCache auth tokens: 16-128 printable characters without spaces, '"', '/' or '@'; letters and digits only.
-        token = random.RandomPassword(f"{name}-auth-token", length=64, special=False, opts=child)
-        group = aws.elasticache.ReplicationGroup(
+        return aws.elasticache.ReplicationGroup(
             f"{name}-store",
             replication_group_id=replication_group_id(args.cluster_name),
             description=f"Ray GCS fault tolerance of {args.cluster_name} (KubeRay gcsFaultToleranceOptions)",
@@ -148,6 +177,13 @@ class GcsStore(pulumi.ComponentResource):
             auto_minor_version_upgrade=True,
             opts=child,
         )
+
+    def _head_access(
+        self, name: str, args: GcsStoreArgs, client: aws.ec2.SecurityGroup, token: random.RandomPassword
+    ) -> tuple[k8s.core.v1.Secret, k8s.apiextensions.CustomResource]:
+        """What the head pods get: the token as a Secret, and the SecurityGroupPolicy that gives them the client
+        group beside the cluster security group."""
+        on_k8s = pulumi.ResourceOptions(parent=self, provider=args.provider)
         secret = opaque_secret(
             f"{name}-auth-token",
             args.namespace,
@@ -167,6 +203,4 @@ class GcsStore(pulumi.ComponentResource):
             spec=policy.apply(lambda p: p["spec"]),
             opts=on_k8s,
         )
-        self.address = group.primary_endpoint_address.apply(redis_address)
-        self.ready = (secret, sgp, group)
-        self.register_outputs({"address": self.address})
+        return secret, sgp

@@ -29,6 +29,13 @@ def trust_policy(service: str, actions: Sequence[str] = ("sts:AssumeRole",)) -> 
 # EKS Pod Identity: the agent assumes the role on behalf of a service account and tags the session with it.
 POD_IDENTITY_TRUST: PolicyDocument = trust_policy("pods.eks.amazonaws.com", ("sts:AssumeRole", "sts:TagSession"))
 EC2_TRUST: PolicyDocument = trust_policy("ec2.amazonaws.com")
+# The AWS managed policies of a node's role: the system node group's and the nodes Karpenter launches alike.
+NODE_ROLE_POLICIES = (
+    "AmazonEKSWorkerNodePolicy",
+    "AmazonEKS_CNI_Policy",
+    "AmazonEC2ContainerRegistryPullOnly",
+    "AmazonSSMManagedInstanceCore",
+)
 
 
 def to_json(document: PolicyDocument) -> str:
@@ -79,6 +86,11 @@ def role_with_policies(
     if inline is not None:
         policies.append(aws.iam.RolePolicy(f"{name}-inline", role=r.id, policy=inline, opts=child))
     return RoleWithPolicies(r, tuple(policies))
+
+
+def node_role(name: str, *, description: str, parent: pulumi.Resource) -> RoleWithPolicies:
+    """The role of EKS worker nodes (EC2 trust, ``NODE_ROLE_POLICIES``): the system node group's and Karpenter's."""
+    return role_with_policies(name, trust=EC2_TRUST, managed=NODE_ROLE_POLICIES, description=description, parent=parent)
 
 
 class PodIdentityRole(NamedTuple):

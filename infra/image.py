@@ -303,14 +303,32 @@ def build_policy(
 
 @dataclass
 class ServingImageArgs:
+    """What the serving image component needs; ``infra.serving`` fills it."""
+
     cluster_name: str
+    """Name of the EKS cluster (config ``clusterName``): names the cache prefix, the CodeBuild project and its logs."""
     region: str
-    repository: aws.ecr.Repository  # where the image is pushed (immutable tags)
-    bucket: aws.s3.Bucket  # the sources go under image-sources/
+    """AWS region of the stack (config ``aws:region``): where the image is built and pushed."""
+    repository: aws.ecr.Repository
+    """Where the image is pushed (immutable tags): the serving component's image repository."""
+    bucket: aws.s3.Bucket
+    """The serving component's artifact bucket: the build's sources go under ``image-sources/``."""
+
+
+@dataclass(frozen=True)
+class _BaseCache:
+    """The in-region pull-through cache the build reads the base image through: its rule and its repository."""
+
+    rule: aws.ecr.PullThroughCacheRule
+    repository: aws.ecr.Repository
 
 
 class ServingImage(pulumi.ComponentResource):
-    """Builds ``workloads/image`` in-region when its inputs change; ``image`` is ``<repository>:<tag>@<digest>``."""
+    """Builds ``workloads/image`` in-region when its inputs change; ``image`` is ``<repository>:<tag>@<digest>``.
+
+    Steps: the base image's pull-through cache, the sources (one zip in the bucket), the builder (log group, role,
+    CodeBuild project) and the starter (``ServingImageBuild``: builds the tag unless ECR has it, waits, fails with one
+    line)."""
 
     image: pulumi.Output[str]
     tag: str
@@ -318,20 +336,49 @@ class ServingImage(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ServingImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("eks-neuron-llm:infra:ServingImage", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
         inputs = image_inputs()
-        base = base_image()
         self.tag = image_tag(inputs)
-        prefix = cache_prefix(args.cluster_name)
-        project = project_name(args.cluster_name)
+        cache = self._base_cache(name, args)
+        # The sources: workloads/image as one zip (Pulumi zips the files; the buildspec restores their modes).
+        source = aws.s3.BucketObjectv2(
+            f"{name}-source",
+            bucket=args.bucket.id,
+            key=f"{SOURCE_PREFIX}/{self.tag}.zip",
+            source=pulumi.AssetArchive({i.path: pulumi.FileAsset(f"{IMAGE_DIR_IN_PROJECT}/{i.path}") for i in inputs}),
+            content_type="application/zip",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        codebuild, role_policies = self._builder(name, args, inputs, cache, source)
+        self.build = ServingImageBuild(
+            name,
+            ServingImageBuildArgs(
+                region=args.region,
+                project_name=codebuild.name,
+                repository_name=args.repository.name,
+                repository_url=args.repository.repository_url,
+                tag=self.tag,
+                timeout_minutes=QUEUED_TIMEOUT_MINUTES + BUILD_TIMEOUT_MINUTES + 5,
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                # The build pulls through the rule and needs its permissions in place before it starts; on destroy
+                # they outlive it.
+                depends_on=[cache.rule, cache.repository, *role_policies],
+            ),
+        )
+        self.image = self.build.image
+        self.register_outputs({"image": self.image, "tag": self.tag})
 
-        # --- the base image, read through an in-region pull-through cache ------------------------------------------
-        cache_rule = aws.ecr.PullThroughCacheRule(
+    def _base_cache(self, name: str, args: ServingImageArgs) -> _BaseCache:
+        """The base image, read through an in-region pull-through cache: the rule, its repository and lifecycle."""
+        child = pulumi.ResourceOptions(parent=self)
+        prefix = cache_prefix(args.cluster_name)
+        rule = aws.ecr.PullThroughCacheRule(
             f"{name}-cache", ecr_repository_prefix=prefix, upstream_registry_url=UPSTREAM_REGISTRY, opts=child
         )
-        cache_repository = aws.ecr.Repository(
+        repository = aws.ecr.Repository(
             f"{name}-base",
-            name=f"{prefix}/{base.repository}",
+            name=f"{prefix}/{base_image().repository}",
             # The cache refreshes the upstream tag in place, so its tags stay mutable; the build pins what it used.
             image_tag_mutability="MUTABLE",
             image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
@@ -341,46 +388,54 @@ class ServingImage(pulumi.ComponentResource):
         )
         aws.ecr.LifecyclePolicy(
             f"{name}-base",
-            repository=cache_repository.name,
+            repository=repository.name,
             policy=iam.to_json(ecr_lifecycle(KEEP_BASE_IMAGES)),
             opts=child,
         )
+        return _BaseCache(rule, repository)
 
-        # --- the sources: workloads/image as one zip (Pulumi zips the files; the buildspec restores their modes) ----
-        key = f"{SOURCE_PREFIX}/{self.tag}.zip"
-        source = aws.s3.BucketObjectv2(
-            f"{name}-source",
-            bucket=args.bucket.id,
-            key=key,
-            source=pulumi.AssetArchive({i.path: pulumi.FileAsset(f"{IMAGE_DIR_IN_PROJECT}/{i.path}") for i in inputs}),
-            content_type="application/zip",
-            opts=child,
-        )
-
-        # --- the builder: log group, role, project -----------------------------------------------------------------
-        logs = aws.cloudwatch.LogGroup(
-            f"{name}-logs", name=f"/aws/codebuild/{project}", retention_in_days=LOG_RETENTION_DAYS, opts=child
-        )
+    def _builder_role(
+        self, name: str, args: ServingImageArgs, project: str, logs: aws.cloudwatch.LogGroup
+    ) -> iam.RoleWithPolicies:
+        """The CodeBuild project's service role: trusted by this project only, with the build's inline policy."""
         account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self)).account_id
-        policy = pulumi.Output.all(account, args.repository.arn, args.bucket.arn, logs.name).apply(
+        policy = pulumi.Output.all(
+            account=account, repository_arn=args.repository.arn, bucket_arn=args.bucket.arn, log_group=logs.name
+        ).apply(
             lambda a: iam.to_json(
                 build_policy(
-                    account=a[0],
+                    account=a["account"],
                     region=args.region,
-                    repository_arn=a[1],
-                    prefix=prefix,
-                    bucket_arn=a[2],
-                    log_group=a[3],
+                    repository_arn=a["repository_arn"],
+                    prefix=cache_prefix(args.cluster_name),
+                    bucket_arn=a["bucket_arn"],
+                    log_group=a["log_group"],
                 )
             )
         )
-        role, role_policies = iam.role_with_policies(
+        return iam.role_with_policies(
             name,
             trust=account.apply(lambda a: codebuild_trust(a, args.region, project)),
             inline=policy,
             description=f"CodeBuild of {project}: builds the serving image and pushes it to its repository",
             parent=self,
         )
+
+    def _builder(
+        self,
+        name: str,
+        args: ServingImageArgs,
+        inputs: tuple[ImageInput, ...],
+        cache: _BaseCache,
+        source: aws.s3.BucketObjectv2,
+    ) -> tuple[aws.codebuild.Project, tuple[pulumi.Resource, ...]]:
+        """The builder: its log group, its role (and the role's policies) and the CodeBuild project."""
+        child = pulumi.ResourceOptions(parent=self)
+        project = project_name(args.cluster_name)
+        logs = aws.cloudwatch.LogGroup(
+            f"{name}-logs", name=f"/aws/codebuild/{project}", retention_in_days=LOG_RETENTION_DAYS, opts=child
+        )
+        role, role_policies = self._builder_role(name, args, project, logs)
         codebuild = aws.codebuild.Project(
             name,
             name=project,
@@ -400,7 +455,7 @@ class ServingImage(pulumi.ComponentResource):
                 privileged_mode=True,  # the build runs Docker
                 environment_variables=[
                     aws.codebuild.ProjectEnvironmentEnvironmentVariableArgs(
-                        name="BASE_IMAGE", value=cache_repository.repository_url.apply(base.through)
+                        name="BASE_IMAGE", value=cache.repository.repository_url.apply(base_image().through)
                     ),
                     aws.codebuild.ProjectEnvironmentEnvironmentVariableArgs(
                         name="IMAGE_REPOSITORY", value=args.repository.repository_url
@@ -420,24 +475,4 @@ class ServingImage(pulumi.ComponentResource):
             concurrent_build_limit=1,
             opts=child,
         )
-
-        # --- the starter: builds the tag unless ECR has it, waits, fails with one line -----------------------------
-        self.build = ServingImageBuild(
-            name,
-            ServingImageBuildArgs(
-                region=args.region,
-                project_name=codebuild.name,
-                repository_name=args.repository.name,
-                repository_url=args.repository.repository_url,
-                tag=self.tag,
-                timeout_minutes=QUEUED_TIMEOUT_MINUTES + BUILD_TIMEOUT_MINUTES + 5,
-            ),
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                # The build pulls through the rule and needs its permissions in place before it starts; on destroy
-                # they outlive it.
-                depends_on=[cache_rule, cache_repository, *role_policies],
-            ),
-        )
-        self.image = self.build.image
-        self.register_outputs({"image": self.image, "tag": self.tag})
+        return codebuild, role_policies

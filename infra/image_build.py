@@ -38,7 +38,9 @@ from typing import Any, Final
 import pulumi
 from pulumi.dynamic import ConfigureRequest, CreateResult, DiffResult, Resource, ResourceProvider
 
-RESOURCE_TYPE: Final = "pulumi-python:dynamic/image:ServingImageBuild"
+from infra import tokens
+
+RESOURCE_TYPE: Final = tokens.SERVING_IMAGE_BUILD
 # The inputs that name the image: a change of either is a new image, so the resource is replaced (rebuilt).
 REPLACE_ON: Final = ("repository_url", "tag")
 ENDED_BADLY: Final = frozenset({"FAILED", "FAULT", "STOPPED", "TIMED_OUT"})
@@ -211,13 +213,22 @@ class ImageBuildProvider(ResourceProvider):
 
 @dataclass
 class ServingImageBuildArgs:
+    """What the build starter needs; ``infra.image.ServingImage`` fills it."""
+
     region: str
+    """AWS region of the stack (config ``aws:region``): where CodeBuild and ECR are called."""
     project_name: pulumi.Input[str]
+    """Name of the CodeBuild project that builds the image (``infra.image``)."""
     repository_name: pulumi.Input[str]
+    """Name of the ECR repository the image is pushed to: the build is skipped when it already has ``tag``."""
     repository_url: pulumi.Input[str]
+    """URL of that repository (``<account>.dkr.ecr.<region>.amazonaws.com/<name>``): the output image's prefix."""
     tag: str
+    """The image tag: a hash of the image's inputs (``infra.image.image_tag``), so a change of input is a new tag."""
     timeout_minutes: int
+    """Give up waiting after this many minutes (the project's queued and build timeouts, and a margin)."""
     poll_seconds: float = POLL_SECONDS
+    """How often, in seconds, CodeBuild is asked whether the build has ended."""
 
 
 class ServingImageBuild(Resource, module="image", name="ServingImageBuild"):

@@ -30,12 +30,6 @@ CRD_CHART = f"{KARPENTER_REPOSITORY}/karpenter-crd"
 CONTROLLER_CHART = f"{KARPENTER_REPOSITORY}/karpenter"
 NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "karpenter"
-NODE_ROLE_POLICIES = (
-    "AmazonEKSWorkerNodePolicy",
-    "AmazonEKS_CNI_Policy",
-    "AmazonEC2ContainerRegistryPullOnly",
-    "AmazonSSMManagedInstanceCore",
-)
 # EventBridge events Karpenter reacts to before EC2 acts (detail-types as in the v1 CloudFormation).
 INTERRUPTION_EVENTS: dict[str, tuple[str, str]] = {
     "scheduled-change": ("aws.health", "AWS Health Event"),
@@ -80,18 +74,27 @@ def _doc(*statements: dict[str, Any]) -> PolicyDocument:
     return {"Version": "2012-10-17", "Statement": list(statements)}
 
 
-def controller_policies(scope: Scope, node_role_arn: str, queue_arn: str) -> dict[str, PolicyDocument]:
-    """The controller's managed policies by purpose, mirroring the v1 CloudFormation's split."""
-    owned = {f"aws:ResourceTag/kubernetes.io/cluster/{scope.cluster}": "owned"}
-    request_owned = {
+def _owned(scope: Scope) -> dict[str, str]:
+    """Condition: the resource carries this cluster's ownership tag."""
+    return {f"aws:ResourceTag/kubernetes.io/cluster/{scope.cluster}": "owned"}
+
+
+def _request_owned(scope: Scope) -> dict[str, str]:
+    """Condition: the request tags what it creates as owned by this cluster."""
+    return {
         f"aws:RequestTag/kubernetes.io/cluster/{scope.cluster}": "owned",
         "aws:RequestTag/eks:eks-cluster-name": scope.cluster,
     }
+
+
+def node_lifecycle_policy(scope: Scope) -> PolicyDocument:
+    """Launch, tag and terminate this cluster's instances, fleets and launch templates."""
+    owned, request_owned = _owned(scope), _request_owned(scope)
     launched = [
         scope.ec2(f"{r}/*")
         for r in ("fleet", "instance", "volume", "network-interface", "launch-template", "spot-instances-request")
     ]
-    node_lifecycle = _doc(
+    return _doc(
         {
             "Sid": "AllowScopedEC2InstanceAccessActions",
             "Effect": "Allow",
@@ -157,8 +160,13 @@ def controller_policies(scope: Scope, node_role_arn: str, queue_arn: str) -> dic
             "Condition": {"StringEquals": owned, "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"}},
         },
     )
+
+
+def iam_integration_policy(scope: Scope, node_role_arn: str) -> PolicyDocument:
+    """Pass the node role to EC2 and manage the instance profiles of this cluster's node classes."""
+    owned, request_owned = _owned(scope), _request_owned(scope)
     region_tag = {"aws:ResourceTag/topology.kubernetes.io/region": scope.region}
-    iam_integration = _doc(
+    return _doc(
         {
             "Sid": "AllowPassingInstanceRole",
             "Effect": "Allow",
@@ -210,7 +218,11 @@ def controller_policies(scope: Scope, node_role_arn: str, queue_arn: str) -> dic
             },
         },
     )
-    eks_and_queue = _doc(
+
+
+def eks_and_queue_policy(scope: Scope, queue_arn: str) -> PolicyDocument:
+    """Find this cluster's API endpoint and consume its interruption queue."""
+    return _doc(
         {
             "Sid": "AllowAPIServerEndpointDiscovery",
             "Effect": "Allow",
@@ -224,7 +236,11 @@ def controller_policies(scope: Scope, node_role_arn: str, queue_arn: str) -> dic
             "Action": ["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
         },
     )
-    discovery = _doc(
+
+
+def resource_discovery_policy(scope: Scope) -> PolicyDocument:
+    """Read what launching needs: instance types, offerings, prices, images, subnets, security groups, profiles."""
+    return _doc(
         {
             "Sid": "AllowRegionalReadActions",
             "Effect": "Allow",
@@ -265,11 +281,15 @@ def controller_policies(scope: Scope, node_role_arn: str, queue_arn: str) -> dic
             "Action": "iam:GetInstanceProfile",
         },
     )
+
+
+def controller_policies(scope: Scope, node_role_arn: str, queue_arn: str) -> dict[str, PolicyDocument]:
+    """The controller's managed policies by purpose, mirroring the v1 CloudFormation's split."""
     return {
-        "node-lifecycle": node_lifecycle,
-        "iam-integration": iam_integration,
-        "eks-and-queue": eks_and_queue,
-        "resource-discovery": discovery,
+        "node-lifecycle": node_lifecycle_policy(scope),
+        "iam-integration": iam_integration_policy(scope, node_role_arn),
+        "eks-and-queue": eks_and_queue_policy(scope, queue_arn),
+        "resource-discovery": resource_discovery_policy(scope),
     }
 
 
@@ -358,17 +378,48 @@ def _with_role(spec: dict[str, Any]) -> Callable[[str], dict[str, Any]]:
 
 @dataclass
 class KarpenterArgs:
+    """What the Karpenter component needs; ``__main__.py`` fills it from the stack config and the cluster."""
+
     config: CapacityConfig
+    """The capacity section of the stack config (``infra.config``): AMI release, disks, pool limits and types."""
     cluster_name: str
-    # The cluster's Kubernetes minor (e.g. "1.35"): the AMI release must be published for it.
+    """Name of the EKS cluster (config ``clusterName``): scopes the IAM policies, names the queue, tags discovery."""
     cluster_version: str
+    """The cluster's Kubernetes minor (e.g. ``"1.35"``, config ``kubernetesVersion``): the AMI release must be
+    published for it."""
     region: str
+    """AWS region of the stack (config ``aws:region``): scopes the controller's policies."""
     cluster: Cluster
-    # The stack's AWS tags, also put on everything Karpenter launches (Pulumi's default tags do not reach it).
+    """The cluster component: its name, endpoint, security group, system node group and Kubernetes provider."""
     tags: Mapping[str, str] = field(default_factory=dict)
+    """The stack's AWS tags (config ``tags``), also put on everything Karpenter launches (Pulumi's default tags do
+    not reach it)."""
+
+
+@dataclass(frozen=True)
+class NodeAccess:
+    """What nodes Karpenter launches need to join: their role (and its policies), access entry, discovery tag."""
+
+    role: aws.iam.Role
+    ready: tuple[pulumi.Resource, ...]
+    """Everything a node class must be created after (and, on destroy, deleted before)."""
+
+
+@dataclass(frozen=True)
+class Controller:
+    """The Karpenter controller: its Pod Identity association and its two chart releases."""
+
+    pod_identity: aws.eks.PodIdentityAssociation
+    crd_release: k8s.helm.v3.Release
+    release: k8s.helm.v3.Release
 
 
 class Karpenter(pulumi.ComponentResource):
+    """Karpenter v1 on the cluster: node access, interruption handling, the controller, and its classes and pools.
+
+    Outputs: ``node_pools`` (by pool name, for components whose pods need one), ``node_pool_names`` and
+    ``interruption_queue_name``."""
+
     node_role: aws.iam.Role
     queue: aws.sqs.Queue
     crd_release: k8s.helm.v3.Release
@@ -381,52 +432,60 @@ class Karpenter(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: KarpenterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("eks-neuron-llm:infra:Karpenter", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        cluster = args.cluster
-        cluster_name = args.cluster_name
-        on_k8s = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
-
         # The AMI release every node class pins, published for this minor in each variant the classes boot, or the
         # program stops here with one line (a missing release would leave every pool without nodes, silently).
-        capacity = args.config
         ami_alias = ami.require_release(
-            capacity.ami_version,
+            args.config.ami_version,
             minor=args.cluster_version,
             arch=nodepools.AMI_ARCH,
             variants=list(nodepools.AMI_VARIANTS.values()),
             opts=pulumi.InvokeOptions(parent=self),
         )
+        nodes = self._node_access(name, args)
+        self.node_role = nodes.role
+        self.queue = self._interruption_handling(name, args.cluster_name)
+        controller = self._controller(name, args, self.node_role, self.queue)
+        self.pod_identity = controller.pod_identity
+        self.crd_release = controller.crd_release
+        self.controller_release = controller.release
+        self._classes_and_pools(name, args, ami_alias, nodes, controller)
 
-        caller = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=self))
-        partition = aws.get_partition_output(opts=pulumi.InvokeOptions(parent=self))
+        self.node_pool_names = pulumi.Output.from_input(list(self.node_pools))
+        self.interruption_queue_name = self.queue.name
+        self.register_outputs(
+            {"nodePoolNames": self.node_pool_names, "interruptionQueueName": self.interruption_queue_name}
+        )
 
-        # Nodes: their role, and the access entry that lets them join the cluster (API authentication mode).
-        self.node_role, node_policies = iam.role_with_policies(
-            f"{name}-node",
-            trust=iam.EC2_TRUST,
-            managed=NODE_ROLE_POLICIES,
-            description=f"Nodes Karpenter launches for EKS cluster {cluster_name}",
-            parent=self,
+    def _node_access(self, name: str, args: KarpenterArgs) -> NodeAccess:
+        """Nodes: their role, the access entry that lets them join (API authentication mode), and the tag by which
+        Karpenter finds the EKS-created cluster security group."""
+        child = pulumi.ResourceOptions(parent=self)
+        role, policies = iam.node_role(
+            f"{name}-node", description=f"Nodes Karpenter launches for EKS cluster {args.cluster_name}", parent=self
         )
         access_entry = aws.eks.AccessEntry(
             f"{name}-node",
-            cluster_name=cluster.name,
-            principal_arn=self.node_role.arn,
+            cluster_name=args.cluster.name,
+            principal_arn=role.arn,
             type="EC2_LINUX",
             opts=child,
         )
-
-        # Karpenter discovers security groups by tag: the EKS-created cluster security group gets it.
         discovery_tag = aws.ec2.Tag(
             f"{name}-cluster-sg-discovery",
-            resource_id=cluster.cluster_security_group_id,
+            resource_id=args.cluster.cluster_security_group_id,
             key=nodepools.DISCOVERY_TAG,
-            value=cluster_name,
+            value=args.cluster_name,
             opts=child,
         )
+        # Selected by the tag: without it a class never turns Ready.  Nodes launched from a class can join only once
+        # their role has an access entry, and pull images only once its policies are attached; all stay until the
+        # nodes are gone.
+        return NodeAccess(role, (discovery_tag, access_entry, *policies))
 
-        # Interruption handling: EventBridge -> SQS -> Karpenter drains a node before EC2 takes it away.
-        self.queue = aws.sqs.Queue(
+    def _interruption_handling(self, name: str, cluster_name: str) -> aws.sqs.Queue:
+        """EventBridge -> SQS -> Karpenter drains a node before EC2 takes it away: the queue, its policy and rules."""
+        child = pulumi.ResourceOptions(parent=self)
+        queue = aws.sqs.Queue(
             f"{name}-interruption",
             name=f"{cluster_name}-karpenter",
             message_retention_seconds=QUEUE_RETENTION_SECONDS,
@@ -435,8 +494,8 @@ class Karpenter(pulumi.ComponentResource):
         )
         aws.sqs.QueuePolicy(
             f"{name}-interruption",
-            queue_url=self.queue.url,
-            policy=self.queue.arn.apply(lambda arn: iam.to_json(queue_policy(arn))),
+            queue_url=queue.url,
+            policy=queue.arn.apply(lambda arn: iam.to_json(queue_policy(arn))),
             opts=child,
         )
         for rule_name, (source, detail_type) in INTERRUPTION_EVENTS.items():
@@ -450,22 +509,36 @@ class Karpenter(pulumi.ComponentResource):
                 f"{name}-{rule_name}",
                 rule=rule.name,
                 target_id="KarpenterInterruptionQueueTarget",
-                arn=self.queue.arn,
+                arn=queue.arn,
                 opts=child,
             )
+        return queue
 
-        # The controller: role bound to its service account through Pod Identity.
-        controller_role, self.pod_identity, _ = iam.pod_identity_role(
+    def _controller_permissions(
+        self, name: str, args: KarpenterArgs, node_role: aws.iam.Role, queue: aws.sqs.Queue
+    ) -> tuple[aws.eks.PodIdentityAssociation, list[pulumi.Resource]]:
+        """The controller's role, bound to its service account through Pod Identity, and its four policies."""
+        child = pulumi.ResourceOptions(parent=self)
+        cluster_name = args.cluster_name
+        controller_role, pod_identity, _ = iam.pod_identity_role(
             f"{name}-controller",
-            cluster_name=cluster.name,
+            cluster_name=args.cluster.name,
             namespace=NAMESPACE,
             service_account=SERVICE_ACCOUNT,
             description=f"Karpenter controller of EKS cluster {cluster_name} (Pod Identity)",
             parent=self,
         )
-        documents = pulumi.Output.all(caller.account_id, partition.partition, self.node_role.arn, self.queue.arn).apply(
+        invoke = pulumi.InvokeOptions(parent=self)
+        documents = pulumi.Output.all(
+            account=aws.get_caller_identity_output(opts=invoke).account_id,
+            partition=aws.get_partition_output(opts=invoke).partition,
+            node_role_arn=node_role.arn,
+            queue_arn=queue.arn,
+        ).apply(
             lambda a: controller_policies(
-                Scope(cluster=cluster_name, region=args.region, account=a[0], partition=a[1]), a[2], a[3]
+                Scope(cluster=cluster_name, region=args.region, account=a["account"], partition=a["partition"]),
+                a["node_role_arn"],
+                a["queue_arn"],
             )
         )
         attachments: list[pulumi.Resource] = []
@@ -481,20 +554,26 @@ class Karpenter(pulumi.ComponentResource):
                     f"{name}-controller-{purpose}", role=controller_role.name, policy_arn=policy.arn, opts=child
                 )
             )
+        return pod_identity, attachments
 
+    def _controller(self, name: str, args: KarpenterArgs, node_role: aws.iam.Role, queue: aws.sqs.Queue) -> Controller:
+        """The controller's permissions and its two charts."""
+        cluster = args.cluster
+        pod_identity, attachments = self._controller_permissions(name, args, node_role, queue)
         # Charts: CRDs in their own release so `helm upgrade` upgrades them (Helm never upgrades a chart's crds/).
-        self.crd_release = k8s.helm.v3.Release(
+        crd_release = k8s.helm.v3.Release(
             f"{name}-crd",
             name="karpenter-crd",
             chart=CRD_CHART,
             version=KARPENTER_VERSION,
             namespace=NAMESPACE,
-            opts=on_k8s,
+            opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider),
         )
-        values = pulumi.Output.all(cluster.endpoint, self.queue.name).apply(
-            lambda a: controller_values(cluster_name, a[0], a[1])
+        cluster_name = args.cluster_name
+        values = pulumi.Output.all(endpoint=cluster.endpoint, queue_name=queue.name).apply(
+            lambda a: controller_values(cluster_name, a["endpoint"], a["queue_name"])
         )
-        self.controller_release = k8s.helm.v3.Release(
+        release = k8s.helm.v3.Release(
             f"{name}-controller",
             name="karpenter",
             chart=CONTROLLER_CHART,
@@ -508,10 +587,10 @@ class Karpenter(pulumi.ComponentResource):
                 provider=cluster.provider,
                 depends_on=[
                     # The controller watches NodePools/EC2NodeClasses: their CRDs must exist before it starts.
-                    self.crd_release,
+                    crd_release,
                     # Pod Identity injects credentials only into pods created after the association exists; a
                     # controller started earlier runs without AWS credentials until it is restarted.
-                    self.pod_identity,
+                    pod_identity,
                     # Its pods only fit on the tainted system nodes; without them Helm's wait times out.
                     cluster.system_node_group,
                     # Its permissions: attached before it starts, and (on destroy) kept until it is gone, so it can
@@ -520,13 +599,19 @@ class Karpenter(pulumi.ComponentResource):
                 ],
             ),
         )
+        return Controller(pod_identity, crd_release, release)
 
-        # Node classes and pools: pure builders, wrapped.  They depend on the controller release (and so, on
-        # destroy, are deleted while the controller still runs to process their finalizers: drain and terminate the
-        # nodes, delete the instance profiles), and on the CRD release that defines them.
+    def _classes_and_pools(
+        self, name: str, args: KarpenterArgs, ami_alias: str, nodes: NodeAccess, controller: Controller
+    ) -> None:
+        """Node classes and pools: pure builders, wrapped.  They depend on the controller release (and so, on
+        destroy, are deleted while the controller still runs to process their finalizers: drain and terminate the
+        nodes, delete the instance profiles), and on the CRD release that defines them."""
+        capacity = args.config
+        provider = args.cluster.provider
         # The role name is filled in below, per node class, once IAM has it; everything else is known now.
         static = nodepools.plan(
-            cluster_name=cluster_name,
+            cluster_name=args.cluster_name,
             node_role="",
             ami_alias=ami_alias,
             default_disk_gib=capacity.default_disk_gib,
@@ -545,30 +630,22 @@ class Karpenter(pulumi.ComponentResource):
             node_expire_after=capacity.node_expire_after,
             tags=args.tags,
         )
+        chart_releases = [controller.crd_release, controller.release]
         self.node_classes = {}
-        for class_name in static.node_classes:
+        for class_name, node_class in static.node_classes.items():
             self.node_classes[class_name] = k8s.apiextensions.CustomResource(
                 f"{name}-nodeclass-{class_name}",
                 api_version=nodepools.NODECLASS_API,
                 kind="EC2NodeClass",
                 metadata=k8s.meta.v1.ObjectMetaArgs(name=class_name),
-                spec=self.node_role.name.apply(_with_role(static.node_classes[class_name]["spec"])),
+                spec=nodes.role.name.apply(_with_role(node_class["spec"])),
                 opts=pulumi.ResourceOptions(
                     parent=self,
-                    provider=cluster.provider,
+                    provider=provider,
                     # Its finalizer (karpenter.k8s.aws/termination) holds the delete until every NodeClaim launched
                     # from it is drained and its instance terminated: longer than the provider's default wait.
                     custom_timeouts=pulumi.CustomTimeouts(delete=NODE_DELETE_TIMEOUT),
-                    depends_on=[
-                        self.crd_release,
-                        self.controller_release,
-                        # Selected by this tag: without it the class never turns Ready.
-                        discovery_tag,
-                        # Nodes launched from this class can join only once their role has an access entry, and
-                        # pull images only once its policies are attached; both stay until the nodes are gone.
-                        access_entry,
-                        *node_policies,
-                    ],
+                    depends_on=[*chart_releases, *nodes.ready],
                 ),
             )
         self.node_pools = {}
@@ -582,18 +659,12 @@ class Karpenter(pulumi.ComponentResource):
                 spec=pool["spec"],
                 opts=pulumi.ResourceOptions(
                     parent=self,
-                    provider=cluster.provider,
+                    provider=provider,
                     # A pool naming a class that does not exist yet stays NotReady; and on destroy the pool (and its
                     # nodes) must go before the class they were launched from.
-                    depends_on=[self.node_classes[class_ref], self.crd_release, self.controller_release],
+                    depends_on=[self.node_classes[class_ref], *chart_releases],
                     # Deleted with foreground propagation: the delete waits for the pool's NodeClaims (drain, then
                     # terminate) that own-reference it.
                     custom_timeouts=pulumi.CustomTimeouts(delete=NODE_DELETE_TIMEOUT),
                 ),
             )
-
-        self.node_pool_names = pulumi.Output.from_input(list(self.node_pools))
-        self.interruption_queue_name = self.queue.name
-        self.register_outputs(
-            {"nodePoolNames": self.node_pool_names, "interruptionQueueName": self.interruption_queue_name}
-        )

@@ -39,10 +39,17 @@ def chart_values() -> dict[str, Any]:
 
 @dataclass
 class KubeRayArgs:
+    """What the KubeRay component needs; ``__main__.py`` fills it."""
+
     cluster: Cluster
+    """The cluster component: the Kubernetes provider and the system node group the operator runs on."""
 
 
 class KubeRay(pulumi.ComponentResource):
+    """The KubeRay operator and its CRDs (Helm chart ``kuberay-operator``), on the system nodes.
+
+    Outputs: ``release`` (what a RayService waits for) and ``namespace``."""
+
     release: k8s.helm.v3.Release
     namespace: pulumi.Output[str]
 

@@ -72,64 +72,56 @@ _ARGS = {"roleRef": "role_ref", "automountServiceAccountToken": "automount_servi
 
 @dataclass
 class MonitoringArgs:
+    """What the monitoring component needs; ``__main__.py`` fills it from the stack config and the other components."""
+
     config: MonitoringConfig
+    """The monitoring section of the stack config (``infra.config``): alert e-mails and thresholds."""
     cluster_name: str
+    """Name of the EKS cluster (config ``clusterName``): names the alert topic, labels metrics and dashboards."""
     region: str
+    """AWS region of the stack (config ``aws:region``): where Alertmanager publishes and Grafana reads CloudWatch."""
     storage_class: str
-    protect_data: bool  # prod: Prometheus's claim is kept when the stack lets go of it
+    """StorageClass of Prometheus's data claim (``infra.cluster``): the retained class in prod, the default in dev."""
+    protect_data: bool
+    """prod: Prometheus's claim is kept when the stack lets go of it (``retainOnDelete``)."""
     cluster: Cluster
-    # The Karpenter NodePool the pods land on: Pulumi waits for the workloads to become ready.
-    capacity: Sequence[pulumi.Resource] = field(default_factory=list)
+    """The cluster component: Kubernetes provider, storage classes, EBS CSI driver, cluster name for Pod Identity."""
+    node_prerequisites: Sequence[pulumi.Resource] = field(default_factory=list)
+    """Ordering only: what the pods need before they can be scheduled (the Karpenter NodePool they land on); Pulumi
+    waits for the workloads to become ready, and on destroy they go before the pool."""
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every step of the component shares: the name prefix, the provider, the namespace and its inputs."""
+
+    name: str
+    provider: k8s.Provider
+    inputs: manifests.MonitoringInputs
+    namespace: k8s.core.v1.Namespace
 
 
 class Monitoring(pulumi.ComponentResource):
+    """Prometheus, Alertmanager (alerts to an SNS topic), Grafana and kube-state-metrics in namespace ``monitoring``.
+
+    Outputs: ``alert_topic_arn`` (subscribe other receivers to it) and ``grafana_port_forward`` (a command)."""
+
     alert_topic_arn: pulumi.Output[str]
     grafana_port_forward: str
 
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("eks-neuron-llm:infra:Monitoring", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
         provider = args.cluster.provider
         inputs = manifests.MonitoringInputs(storage_class=args.storage_class, region=args.region)
-        ns_name = inputs.namespace
-
-        def create(obj: Mapping[str, Any], *, depends_on: Sequence[pulumi.Resource] = (), **extra: Any) -> Any:
-            cls = _KINDS[(obj["apiVersion"], obj["kind"])]
-            meta = obj["metadata"]
-            fields = {_ARGS.get(k, k): v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
-            fields.update(extra)
-            return cls(
-                f"{name}-{obj['kind'].lower()}-{meta['name']}",
-                metadata=k8s.meta.v1.ObjectMetaArgs(
-                    name=meta["name"],
-                    namespace=meta.get("namespace"),
-                    labels=meta.get("labels"),
-                    annotations=meta.get("annotations"),
-                ),
-                **fields,
-                opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=list(depends_on)),
-            )
-
-        # --- AWS: the alert topic, its subscriptions, the Pod Identity roles ---------------------------------------
-        topic = aws.sns.Topic(
-            f"{name}-alerts",
-            name=f"{args.cluster_name}-alerts",
-            kms_master_key_id="alias/aws/sns",
-            opts=child,
-        )
-        for i, email in enumerate(args.config.alert_emails):
-            aws.sns.TopicSubscription(
-                f"{name}-alerts-email-{i}", topic=topic.arn, protocol="email", endpoint=email, opts=child
-            )
-
+        topic = self._alert_topic(name, args)
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=ns_name),
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=inputs.namespace),
             opts=pulumi.ResourceOptions(parent=self, provider=provider),
         )
-        in_ns = [namespace]
+        ctx = _Context(name, provider, inputs, namespace)
         accounts = {
-            n: create(manifests.service_account(n, ns_name, automount=auto), depends_on=in_ns)
+            n: self._create(ctx, manifests.service_account(n, inputs.namespace, automount=auto), depends_on=[namespace])
             for n, auto in (
                 (monitoring.PROMETHEUS, True),
                 (monitoring.ALERTMANAGER, False),
@@ -140,7 +132,7 @@ class Monitoring(pulumi.ComponentResource):
         alertmanager_identity = iam.pod_identity_role(
             f"{name}-alertmanager",
             cluster_name=args.cluster.name,
-            namespace=ns_name,
+            namespace=inputs.namespace,
             service_account=accounts[monitoring.ALERTMANAGER].metadata.name,
             inline=topic.arn.apply(lambda arn: iam.to_json(publish_policy(arn))),
             description=f"Alertmanager of {args.cluster_name}: publish alerts to their SNS topic (Pod Identity)",
@@ -149,29 +141,78 @@ class Monitoring(pulumi.ComponentResource):
         grafana_identity = iam.pod_identity_role(
             f"{name}-grafana",
             cluster_name=args.cluster.name,
-            namespace=ns_name,
+            namespace=inputs.namespace,
             service_account=accounts[monitoring.GRAFANA].metadata.name,
             inline=iam.to_json(cloudwatch_read_policy()),
             description=f"Grafana of {args.cluster_name}: read CloudWatch metrics (Pod Identity)",
             parent=self,
         )
+        self._prometheus(ctx, args, accounts[monitoring.PROMETHEUS])
+        self._alertmanager(ctx, args, topic, alertmanager_identity.ready)
+        self._grafana(ctx, args, grafana_identity.ready)
+        self._kube_state_metrics(ctx, args, accounts[monitoring.KSM])
+        for policy in manifests.network_policies(inputs):
+            self._create(ctx, policy, depends_on=[namespace])
 
-        # --- Prometheus --------------------------------------------------------------------------------------------
+        self.alert_topic_arn = topic.arn
+        self.grafana_port_forward = monitoring.grafana_port_forward(inputs.namespace)
+        self.register_outputs({"alertTopicArn": self.alert_topic_arn, "grafanaPortForward": self.grafana_port_forward})
+
+    def _create(
+        self, ctx: _Context, obj: Mapping[str, Any], *, depends_on: Sequence[pulumi.Resource] = (), **extra: Any
+    ) -> Any:
+        """The typed Kubernetes resource of a pure-builder object, named ``<component>-<kind>-<name>``."""
+        cls = _KINDS[(obj["apiVersion"], obj["kind"])]
+        meta = obj["metadata"]
+        fields = {_ARGS.get(k, k): v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+        fields.update(extra)
+        return cls(
+            f"{ctx.name}-{obj['kind'].lower()}-{meta['name']}",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=meta["name"],
+                namespace=meta.get("namespace"),
+                labels=meta.get("labels"),
+                annotations=meta.get("annotations"),
+            ),
+            **fields,
+            opts=pulumi.ResourceOptions(parent=self, provider=ctx.provider, depends_on=list(depends_on)),
+        )
+
+    def _alert_topic(self, name: str, args: MonitoringArgs) -> aws.sns.Topic:
+        """The SNS topic every alert goes to, and its e-mail subscriptions."""
+        child = pulumi.ResourceOptions(parent=self)
+        topic = aws.sns.Topic(
+            f"{name}-alerts",
+            name=f"{args.cluster_name}-alerts",
+            kms_master_key_id="alias/aws/sns",
+            opts=child,
+        )
+        for i, email in enumerate(args.config.alert_emails):
+            aws.sns.TopicSubscription(
+                f"{name}-alerts-email-{i}", topic=topic.arn, protocol="email", endpoint=email, opts=child
+            )
+        return topic
+
+    def _prometheus(self, ctx: _Context, args: MonitoringArgs, account: pulumi.Resource) -> None:
+        """Prometheus: RBAC, scrape config and alert rules, its data claim, the StatefulSet and Service."""
+        inputs, ns_name, in_ns = ctx.inputs, ctx.inputs.namespace, [ctx.namespace]
         for obj in manifests.prometheus_rbac(inputs):
-            create(obj)
+            self._create(ctx, obj)
         prom_files = manifests.prometheus_files(scrape.prometheus_config(scrape.ScrapeInputs(args.cluster_name)))
         rule_files = rules.rule_files(thresholds(args.config))
-        prom_config = create(
+        prom_config = self._create(
+            ctx,
             manifests.configmap(manifests.PROMETHEUS_CONFIG, ns_name, prom_files, monitoring.PROMETHEUS),
             depends_on=in_ns,
         )
-        prom_rules = create(
+        prom_rules = self._create(
+            ctx,
             manifests.configmap(manifests.PROMETHEUS_RULES, ns_name, rule_files, monitoring.PROMETHEUS),
             depends_on=in_ns,
         )
         pvc_obj = manifests.prometheus_pvc(inputs)
         pvc = k8s.core.v1.PersistentVolumeClaim(
-            f"{name}-prometheus-data",
+            f"{ctx.name}-prometheus-data",
             metadata=k8s.meta.v1.ObjectMetaArgs(
                 name=pvc_obj["metadata"]["name"],
                 namespace=ns_name,
@@ -182,88 +223,102 @@ class Monitoring(pulumi.ComponentResource):
             spec=pvc_obj["spec"],
             opts=pulumi.ResourceOptions(
                 parent=self,
-                provider=provider,
+                provider=ctx.provider,
                 retain_on_delete=args.protect_data,
                 # The class must exist and the EBS CSI controller run to provision (and on destroy delete) the volume.
                 depends_on=[
-                    namespace,
+                    ctx.namespace,
                     args.cluster.storage_classes[args.storage_class],
                     args.cluster.ebs_csi_driver,
                 ],
             ),
         )
-        create(
+        self._create(
+            ctx,
             manifests.prometheus_statefulset(inputs, manifests.config_hash(prom_files, rule_files)),
-            depends_on=[prom_config, prom_rules, pvc, accounts[monitoring.PROMETHEUS], *args.capacity],
+            depends_on=[prom_config, prom_rules, pvc, account, *args.node_prerequisites],
         )
-        create(manifests.service(monitoring.PROMETHEUS, ns_name, monitoring.PROMETHEUS_PORT, "http"), depends_on=in_ns)
+        self._create(
+            ctx, manifests.service(monitoring.PROMETHEUS, ns_name, monitoring.PROMETHEUS_PORT, "http"), depends_on=in_ns
+        )
 
-        # --- Alertmanager ------------------------------------------------------------------------------------------
+    def _alertmanager(
+        self, ctx: _Context, args: MonitoringArgs, topic: aws.sns.Topic, identity: Sequence[pulumi.Resource]
+    ) -> None:
+        """Alertmanager: its config (the SNS receiver), Deployment and Service."""
+        ns_name = ctx.inputs.namespace
         am_files = topic.arn.apply(lambda arn: manifests.alertmanager_files(arn, args.region))
         am_config = k8s.core.v1.ConfigMap(
-            f"{name}-configmap-{manifests.ALERTMANAGER_CONFIG}",
+            f"{ctx.name}-configmap-{manifests.ALERTMANAGER_CONFIG}",
             metadata=k8s.meta.v1.ObjectMetaArgs(
                 name=manifests.ALERTMANAGER_CONFIG, namespace=ns_name, labels=monitoring.labels(monitoring.ALERTMANAGER)
             ),
             data=am_files,
-            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=in_ns),
+            opts=pulumi.ResourceOptions(parent=self, provider=ctx.provider, depends_on=[ctx.namespace]),
         )
         am_deployment = am_files.apply(
-            lambda files: manifests.alertmanager_deployment(inputs, manifests.config_hash(files))
+            lambda files: manifests.alertmanager_deployment(ctx.inputs, manifests.config_hash(files))
         )
         k8s.apps.v1.Deployment(
-            f"{name}-deployment-{monitoring.ALERTMANAGER}",
+            f"{ctx.name}-deployment-{monitoring.ALERTMANAGER}",
             metadata=k8s.meta.v1.ObjectMetaArgs(
                 name=monitoring.ALERTMANAGER, namespace=ns_name, labels=monitoring.labels(monitoring.ALERTMANAGER)
             ),
             spec=am_deployment.apply(lambda d: d["spec"]),
             opts=pulumi.ResourceOptions(
                 parent=self,
-                provider=provider,
-                depends_on=[am_config, *alertmanager_identity.ready, *args.capacity],
+                provider=ctx.provider,
+                depends_on=[am_config, *identity, *args.node_prerequisites],
             ),
         )
-        create(
-            manifests.service(monitoring.ALERTMANAGER, ns_name, monitoring.ALERTMANAGER_PORT, "http"), depends_on=in_ns
+        self._create(
+            ctx,
+            manifests.service(monitoring.ALERTMANAGER, ns_name, monitoring.ALERTMANAGER_PORT, "http"),
+            depends_on=[ctx.namespace],
         )
 
-        # --- Grafana -----------------------------------------------------------------------------------------------
+    def _grafana(self, ctx: _Context, args: MonitoringArgs, identity: Sequence[pulumi.Resource]) -> None:
+        """Grafana: its admin password Secret, provisioning and dashboards, Deployment and Service."""
+        inputs, ns_name, in_ns = ctx.inputs, ctx.inputs.namespace, [ctx.namespace]
         boards = dashboards.all_dashboards(args.cluster_name)
         folders = list(boards)
-        password = random.RandomPassword(f"{name}-grafana-admin", length=32, special=False, opts=child)
+        password = random.RandomPassword(
+            f"{ctx.name}-grafana-admin", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
+        )
         secret = k8s.core.v1.Secret(
-            f"{name}-grafana-admin",
+            f"{ctx.name}-grafana-admin",
             metadata=k8s.meta.v1.ObjectMetaArgs(
                 name=manifests.GRAFANA_ADMIN_SECRET, namespace=ns_name, labels=monitoring.labels(monitoring.GRAFANA)
             ),
             type="Opaque",
             string_data={manifests.GRAFANA_ADMIN_PASSWORD_KEY: password.result.apply(pulumi.Output.secret)},
-            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=in_ns),
+            opts=pulumi.ResourceOptions(parent=self, provider=ctx.provider, depends_on=in_ns),
         )
         grafana_files = manifests.grafana_files(inputs, folders)
-        provisioning = create(
+        provisioning = self._create(
+            ctx,
             manifests.configmap(manifests.GRAFANA_PROVISIONING, ns_name, grafana_files, monitoring.GRAFANA),
             depends_on=in_ns,
         )
-        board_maps = [create(obj, depends_on=in_ns) for obj in manifests.dashboards_configmaps(inputs, boards)]
-        create(
+        board_maps = [
+            self._create(ctx, obj, depends_on=in_ns) for obj in manifests.dashboards_configmaps(inputs, boards)
+        ]
+        self._create(
+            ctx,
             manifests.grafana_deployment(inputs, folders, manifests.config_hash(grafana_files)),
-            depends_on=[secret, provisioning, *board_maps, *grafana_identity.ready, *args.capacity],
+            depends_on=[secret, provisioning, *board_maps, *identity, *args.node_prerequisites],
         )
-        create(manifests.service(monitoring.GRAFANA, ns_name, monitoring.GRAFANA_PORT, "http"), depends_on=in_ns)
-
-        # --- kube-state-metrics ------------------------------------------------------------------------------------
-        for obj in manifests.ksm_rbac(inputs):
-            create(obj)
-        create(manifests.ksm_deployment(inputs), depends_on=[accounts[monitoring.KSM], *args.capacity])
-        create(
-            manifests.service(monitoring.KSM, ns_name, monitoring.KSM_PORT, scrape.KSM_METRICS_PORT_NAME),
-            depends_on=in_ns,
+        self._create(
+            ctx, manifests.service(monitoring.GRAFANA, ns_name, monitoring.GRAFANA_PORT, "http"), depends_on=in_ns
         )
 
-        for policy in manifests.network_policies(inputs):
-            create(policy, depends_on=in_ns)
-
-        self.alert_topic_arn = topic.arn
-        self.grafana_port_forward = monitoring.grafana_port_forward(ns_name)
-        self.register_outputs({"alertTopicArn": self.alert_topic_arn, "grafanaPortForward": self.grafana_port_forward})
+    def _kube_state_metrics(self, ctx: _Context, args: MonitoringArgs, account: pulumi.Resource) -> None:
+        """kube-state-metrics: RBAC, Deployment and Service."""
+        for obj in manifests.ksm_rbac(ctx.inputs):
+            self._create(ctx, obj)
+        self._create(ctx, manifests.ksm_deployment(ctx.inputs), depends_on=[account, *args.node_prerequisites])
+        self._create(
+            ctx,
+            manifests.service(monitoring.KSM, ctx.inputs.namespace, monitoring.KSM_PORT, scrape.KSM_METRICS_PORT_NAME),
+            depends_on=[ctx.namespace],
+        )

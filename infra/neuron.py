@@ -84,11 +84,19 @@ def chart_values(cluster_version: str) -> dict[str, Any]:
 
 @dataclass
 class NeuronArgs:
+    """What the Neuron component needs; ``__main__.py`` fills it."""
+
     cluster_version: str
+    """The cluster's Kubernetes minor (config ``kubernetesVersion``): the second scheduler's image is pinned to it."""
     cluster: Cluster
+    """The cluster component: the Kubernetes provider and the system node group the schedulers run on."""
 
 
 class Neuron(pulumi.ComponentResource):
+    """The Neuron Helm chart: device plugin, scheduler extension, ``my-scheduler`` and node problem detector.
+
+    Outputs: ``release`` (what a pod asking for Neuron devices waits for) and ``scheduler_name``."""
+
     release: k8s.helm.v3.Release
     scheduler_name: pulumi.Output[str]
 

@@ -156,16 +156,26 @@ def dashboard_url(region: str, name: str) -> str:
 
 @dataclass
 class ObservabilityArgs:
+    """What the observability component needs; ``__main__.py`` fills it from the stack config and the cluster."""
+
     cluster_name: str
+    """Name of the EKS cluster (config ``clusterName``): names the dashboard and selects its metrics."""
     cluster_version: str
+    """The cluster's Kubernetes minor (config ``kubernetesVersion``): the add-on version is EKS's default for it."""
     region: str
+    """AWS region of the stack (config ``aws:region``): the dashboard's metrics and console link."""
     cluster: Cluster
-    # Where the add-on's Deployments (controller manager, cluster scraper) can run: they do not tolerate the system
-    # taint, so they wait for Karpenter's default pool to exist and launch a node for them.
-    capacity: Sequence[pulumi.Resource] = ()
+    """The cluster component: its name and the system node group the add-on's daemonsets run on."""
+    node_prerequisites: Sequence[pulumi.Resource] = ()
+    """Ordering only: where the add-on's Deployments (controller manager, cluster scraper) can run.  They do not
+    tolerate the system taint, so they wait for Karpenter's default pool to exist and launch a node for them."""
 
 
 class Observability(pulumi.ComponentResource):
+    """CloudWatch Container Insights (the EKS add-on, with Neuron metrics) and the accelerated-capacity dashboard.
+
+    Outputs: ``dashboard_url`` (the CloudWatch console link)."""
+
     addon: aws.eks.Addon
     dashboard: aws.cloudwatch.Dashboard
     dashboard_url: pulumi.Output[str]
@@ -199,7 +209,9 @@ class Observability(pulumi.ComponentResource):
             ],
             # Its pods need nodes (daemonsets on the system nodes, Deployments on Karpenter's default pool); without
             # them EKS leaves the add-on DEGRADED and the create times out.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.cluster.system_node_group, *args.capacity]),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[args.cluster.system_node_group, *args.node_prerequisites]
+            ),
         )
         dashboard_name = f"{args.cluster_name}-accelerated-capacity"
         self.dashboard = aws.cloudwatch.Dashboard(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -25,19 +25,33 @@ if TYPE_CHECKING:
 
 @dataclass
 class OpenWebUIArgs:
+    """What the Open WebUI component needs; ``__main__.py`` fills it from the stack config and the cluster."""
+
     enable_signup: bool
+    """Whether anyone who can reach the UI may create an account (config ``openWebuiEnableSignup``)."""
     storage_gib: int
+    """Size of the data volume (chats, users, settings), in GiB (config ``openWebuiStorageGiB``)."""
     storage_class: str
-    protect_data: bool  # prod: the data volume's claim is kept when the stack lets go of it
-    # (the volume itself survives only if storage_class reclaims with Retain: RETAINED_STORAGE_CLASS in prod)
+    """StorageClass of the data volume (``infra.cluster``): the retained class in prod, the default in dev."""
+    protect_data: bool
+    """prod: the data volume's claim is kept when the stack lets go of it (the volume itself survives only if
+    ``storage_class`` reclaims with Retain: ``RETAINED_STORAGE_CLASS`` in prod)."""
     cluster: Cluster
-    # The serve endpoint's API key (secret), copied into a Secret here: the UI sends it as OPENAI_API_KEYS.
+    """The cluster component: Kubernetes provider, storage classes and the EBS CSI driver."""
     api_key: pulumi.Input[str]
-    # The Karpenter NodePool its pod lands on: Pulumi waits for the Deployment to become ready (see below).
-    capacity: Sequence[pulumi.Resource] = field(default_factory=list)
+    """The serve endpoint's API key (the serving component's ``api_key``, secret), copied into a Secret here: the UI
+    sends it as ``OPENAI_API_KEYS``."""
+    node_prerequisites: Sequence[pulumi.Resource] = field(default_factory=list)
+    """Ordering only: the Karpenter NodePool its pod lands on; Pulumi waits for the Deployment to become ready, and
+    on destroy the pod goes before the pool that drains its node."""
 
 
 class OpenWebUI(pulumi.ComponentResource):
+    """Open WebUI in namespace ``open-webui``: its session-key Secret, data volume, Deployment and Service, talking
+    to the serve endpoint.
+
+    Outputs: ``namespace`` and ``service_name`` (what ``port_forward_command`` reaches)."""
+
     service_name: pulumi.Output[str]
     namespace: pulumi.Output[str]
 
@@ -57,19 +71,61 @@ class OpenWebUI(pulumi.ComponentResource):
             f"{name}-namespace", metadata=k8s.meta.v1.ObjectMetaArgs(name=openwebui.NAMESPACE), opts=on_k8s
         )
         ns = namespace.metadata.name
+        secret = self._session_secret(name, ns, on_k8s)
+        api_key = api_key_secret(f"{name}-api-key", ns, args.api_key, on_k8s)
+        pvc = self._data_volume(name, args, ns, objects["pvc"])
+        deployment = objects["deployment"]
+        k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=deployment["metadata"]["name"], namespace=ns, labels=openwebui.LABELS
+            ),
+            spec=deployment["spec"],
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                provider=args.cluster.provider,
+                depends_on=[
+                    # Referenced by name from the pod: it must exist before the pod starts.
+                    secret,
+                    api_key,
+                    pvc,
+                    # Pulumi waits for the Deployment to become ready, and its pod only fits on nodes of this pool;
+                    # on destroy, the pod goes before the pool that drains its node.
+                    *args.node_prerequisites,
+                ],
+            ),
+        )
+        service = objects["service"]
+        svc = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=service["metadata"]["name"], namespace=ns, labels=openwebui.LABELS
+            ),
+            spec=service["spec"],
+            opts=on_k8s,
+        )
+        self.namespace = ns
+        self.service_name = svc.metadata.name
+        self.register_outputs({"namespace": self.namespace, "serviceName": self.service_name})
+
+    def _session_secret(self, name: str, ns: pulumi.Output[str], on_k8s: pulumi.ResourceOptions) -> k8s.core.v1.Secret:
+        """``WEBUI_SECRET_KEY``: a random 48-character value in the stack's encrypted state, in a Secret."""
         key = random.RandomPassword(
             f"{name}-secret-key", length=48, special=False, opts=pulumi.ResourceOptions(parent=self)
         )
-        secret = k8s.core.v1.Secret(
+        return k8s.core.v1.Secret(
             f"{name}-secret",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=openwebui.SECRET_NAME, namespace=ns),
             type="Opaque",
             string_data={openwebui.SECRET_KEY: key.result.apply(pulumi.Output.secret)},
             opts=on_k8s,
         )
-        api_key = api_key_secret(f"{name}-api-key", ns, args.api_key, on_k8s)
-        pvc_obj = objects["pvc"]
-        pvc = k8s.core.v1.PersistentVolumeClaim(
+
+    def _data_volume(
+        self, name: str, args: OpenWebUIArgs, ns: pulumi.Output[str], pvc_obj: dict[str, Any]
+    ) -> k8s.core.v1.PersistentVolumeClaim:
+        """The data volume's claim (kept in prod), created once its class and the EBS CSI driver exist."""
+        return k8s.core.v1.PersistentVolumeClaim(
             f"{name}-data",
             metadata=k8s.meta.v1.ObjectMetaArgs(
                 name=pvc_obj["metadata"]["name"],
@@ -89,39 +145,6 @@ class OpenWebUI(pulumi.ComponentResource):
                 depends_on=[args.cluster.storage_classes[args.storage_class], args.cluster.ebs_csi_driver],
             ),
         )
-        deployment = objects["deployment"]
-        k8s.apps.v1.Deployment(
-            f"{name}-deployment",
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=deployment["metadata"]["name"], namespace=ns, labels=openwebui.LABELS
-            ),
-            spec=deployment["spec"],
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                provider=args.cluster.provider,
-                depends_on=[
-                    # Referenced by name from the pod: it must exist before the pod starts.
-                    secret,
-                    api_key,
-                    pvc,
-                    # Pulumi waits for the Deployment to become ready, and its pod only fits on nodes of this pool;
-                    # on destroy, the pod goes before the pool that drains its node.
-                    *args.capacity,
-                ],
-            ),
-        )
-        service = objects["service"]
-        svc = k8s.core.v1.Service(
-            f"{name}-service",
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=service["metadata"]["name"], namespace=ns, labels=openwebui.LABELS
-            ),
-            spec=service["spec"],
-            opts=on_k8s,
-        )
-        self.namespace = ns
-        self.service_name = svc.metadata.name
-        self.register_outputs({"namespace": self.namespace, "serviceName": self.service_name})
 
 
 def port_forward_command() -> str:

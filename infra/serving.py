@@ -143,20 +143,57 @@ def hf_token_secret(
 
 @dataclass
 class ServingArgs:
+    """What the serving component needs; ``__main__.py`` fills it from the stack config and the other components."""
+
     config: ServingConfig
+    """The serving section of the stack config (``infra.config``): preset, model, image, HF token, GCS store."""
     cluster_name: str
+    """Name of the EKS cluster (config ``clusterName``): names the image repository, the bucket and the GCS store."""
     region: str
-    protect_data: bool  # prod: the artifact bucket outlives the stack
+    """AWS region of the stack (config ``aws:region``): where the image is built and the workers reach S3."""
+    protect_data: bool
+    """prod: the artifact bucket (and its settings) outlive the stack (``retainOnDelete``, no force-destroy)."""
     cluster: Cluster
+    """The cluster component: Kubernetes provider, cluster name for Pod Identity, security groups for pods."""
     kuberay: KubeRay
-    # Where the GCS store goes (gcsFaultTolerance): the VPC and its private subnets.
+    """The KubeRay component: its release installs the RayService CRD and the operator that reconciles it."""
     vpc_id: pulumi.Input[str]
+    """The VPC (the network component's ``vpc_id``): where the GCS store goes (config ``gcsFaultTolerance``)."""
     private_subnet_ids: pulumi.Input[Sequence[str]]
-    # The Karpenter NodePool the workers launch on and the Neuron device plugin release: ordering only (see below).
-    capacity: Sequence[pulumi.Resource] = field(default_factory=list)
+    """Private subnets (the network's): where the GCS store's nodes go."""
+    node_prerequisites: Sequence[pulumi.Resource] = field(default_factory=list)
+    """Ordering only: the Karpenter NodePool the workers launch on and the Neuron device plugin release.  On destroy
+    the RayService (and its pods) go first, while Karpenter can still drain."""
+
+
+@dataclass(frozen=True)
+class _GcsStoreUse:
+    """What the RayService needs of the GCS store: what to wait for, and the store's address (``None`` without)."""
+
+    ready: Sequence[pulumi.Resource]
+    address: pulumi.Output[str | None]
+
+
+@dataclass(frozen=True)
+class _Mounted:
+    """What the Ray pods mount or name: the serve code and its files, the worker service account, the Secrets."""
+
+    code_map: k8s.core.v1.ConfigMap
+    files: dict[str, str]
+    service_account: k8s.core.v1.ServiceAccount
+    worker_identity: Sequence[pulumi.Resource]
+    secrets: Sequence[pulumi.Resource]
+    hf_token_secret: str | None
 
 
 class Serving(pulumi.ComponentResource):
+    """The vLLM RayService and what it needs around it (see the module): the image repository and the image, the
+    compiled-artifact cache bucket, the worker identity, Secrets, serve code, NetworkPolicies, the GCS store (with
+    ``gcsFaultTolerance``) and the workers' disruption budget.
+
+    Outputs: ``endpoint``, ``model_id``, ``image``, ``image_repository_url``, ``artifact_bucket_name`` and
+    ``api_key`` (secret); ``rayservice`` and ``artifact_bucket`` for the benchmark."""
+
     rayservice: k8s.apiextensions.CustomResource
     artifact_bucket: aws.s3.Bucket
     repository: aws.ecr.Repository
@@ -172,16 +209,42 @@ class Serving(pulumi.ComponentResource):
     def __init__(self, name: str, args: ServingArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("eks-neuron-llm:infra:Serving", name, None, opts)
         cfg = args.config
-        cluster = args.cluster
-        child = pulumi.ResourceOptions(parent=self)
-        on_k8s = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
-        preset = presets.PRESETS[cfg.preset]
-        ns_name = rayservice.NAMESPACE
         if base_image_warning(cfg.image):
             pulumi.log.warn(base_image_warning(cfg.image) or "", resource=self)
 
-        # --- AWS: image repository, artifact bucket, worker role -------------------------------------------------
-        self.repository = aws.ecr.Repository(
+        self.repository = self._image_repository(name, args)
+        self.artifact_bucket = self._artifact_cache(name, args)
+        self.image = self._image(name, args)
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=rayservice.NAMESPACE),
+            opts=pulumi.ResourceOptions(parent=self, provider=args.cluster.provider),
+        )
+        ns = namespace.metadata.name
+        mounted = self._mounted(name, args, ns)
+        gcs = self._gcs_store(name, args, ns)
+        self.rayservice = self._rayservice(name, args, ns, mounted, gcs)
+        self._disruption_budget(name, args, ns)
+
+        self.endpoint = pulumi.Output.from_input(rayservice.serve_base_url())
+        self.model_id = pulumi.Output.from_input(cfg.model_id)
+        self.image_repository_url = self.repository.repository_url
+        self.artifact_bucket_name = self.artifact_bucket.bucket
+        self.register_outputs(
+            {
+                "servingApiKeyCommand": api_key_command(),
+                "servingEndpoint": self.endpoint,
+                "modelId": self.model_id,
+                "servingImage": self.image,
+                "imageRepositoryUrl": self.image_repository_url,
+                "artifactBucketName": self.artifact_bucket_name,
+            }
+        )
+
+    def _image_repository(self, name: str, args: ServingArgs) -> aws.ecr.Repository:
+        """The ECR repository the serving image is pushed to (scan on push, immutable tags) and its lifecycle."""
+        child = pulumi.ResourceOptions(parent=self)
+        repository = aws.ecr.Repository(
             f"{name}-image",
             name=f"{args.cluster_name.lower()}/serving",  # ECR names are lowercase
             image_tag_mutability="IMMUTABLE",
@@ -193,19 +256,23 @@ class Serving(pulumi.ComponentResource):
             opts=child,
         )
         aws.ecr.LifecyclePolicy(
-            f"{name}-image", repository=self.repository.name, policy=json.dumps(ecr_lifecycle()), opts=child
+            f"{name}-image", repository=repository.name, policy=json.dumps(ecr_lifecycle()), opts=child
         )
+        return repository
 
-        # prod: the bucket and its settings (encryption, public access block, TLS-only policy) outlive the stack; a
-        # kept bucket whose public access block had been deleted would be weaker than the one the stack made.
+    def _artifact_cache(self, name: str, args: ServingArgs) -> aws.s3.Bucket:
+        """The compiled-artifact bucket: private, encrypted, TLS-only, owner-enforced, incomplete uploads cleaned up.
+
+        prod: the bucket and its settings (encryption, public access block, TLS-only policy) outlive the stack; a
+        kept bucket whose public access block had been deleted would be weaker than the one the stack made."""
         data = pulumi.ResourceOptions(parent=self, retain_on_delete=args.protect_data)
-        self.artifact_bucket = aws.s3.Bucket(
+        bucket = aws.s3.Bucket(
             f"{name}-artifacts",
             bucket_prefix=f"{args.cluster_name.lower()}-artifacts-"[:37],  # S3: lowercase, prefix <= 37
             force_destroy=not args.protect_data,
             opts=data,
         )
-        bucket_id = self.artifact_bucket.id
+        bucket_id = bucket.id
         aws.s3.BucketServerSideEncryptionConfiguration(
             f"{name}-artifacts",
             bucket=bucket_id,
@@ -237,7 +304,7 @@ class Serving(pulumi.ComponentResource):
         aws.s3.BucketPolicy(
             f"{name}-artifacts",
             bucket=bucket_id,
-            policy=self.artifact_bucket.arn.apply(lambda arn: iam.to_json(tls_only_policy(arn))),
+            policy=bucket.arn.apply(lambda arn: iam.to_json(tls_only_policy(arn))),
             # S3 rejects a bucket policy while the public access block is being changed concurrently.
             opts=pulumi.ResourceOptions.merge(data, pulumi.ResourceOptions(depends_on=[public_block])),
         )
@@ -257,10 +324,12 @@ class Serving(pulumi.ComponentResource):
             ],
             opts=data,
         )
+        return bucket
 
-        # --- The image: built in-region from workloads/image (the default), or the prebuilt one config names -------
-        image: pulumi.Input[str] = cfg.image
-        if cfg.builds_image:
+    def _image(self, name: str, args: ServingArgs) -> pulumi.Output[str]:
+        """The image: built in-region from workloads/image (the default), or the prebuilt one config names."""
+        image: pulumi.Input[str] = args.config.image
+        if args.config.builds_image:
             image = ServingImage(
                 f"{name}-build",
                 ServingImageArgs(
@@ -269,15 +338,15 @@ class Serving(pulumi.ComponentResource):
                     repository=self.repository,
                     bucket=self.artifact_bucket,
                 ),
-                opts=child,
+                opts=pulumi.ResourceOptions(parent=self),
             ).image
-        self.image = pulumi.Output.from_input(image)
+        return pulumi.Output.from_input(image)
 
-        # --- Kubernetes: namespace, service account, secrets, code, policies -------------------------------------
-        namespace = k8s.core.v1.Namespace(
-            f"{name}-namespace", metadata=k8s.meta.v1.ObjectMetaArgs(name=ns_name), opts=on_k8s
-        )
-        ns = namespace.metadata.name
+    def _mounted(self, name: str, args: ServingArgs, ns: pulumi.Output[str]) -> _Mounted:
+        """The worker service account and its Pod Identity role (the artifact prefix only), the HF token and API key
+        Secrets, the serve code ConfigMap and the NetworkPolicies."""
+        cfg, cluster = args.config, args.cluster
+        on_k8s = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         service_account = k8s.core.v1.ServiceAccount(
             f"{name}-worker",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=rayservice.WORKER_SERVICE_ACCOUNT, namespace=ns),
@@ -300,29 +369,11 @@ class Serving(pulumi.ComponentResource):
             hf_secret_name = rayservice.HF_TOKEN_SECRET
             secrets.append(hf_token_secret(f"{name}-hf-token", ns, cfg.hf_token, on_k8s))
         # The endpoint's API key: random, in the stack's encrypted state; `pulumi up --replace` on it rotates it.
-        key = random.RandomPassword(f"{name}-api-key", length=48, special=False, opts=child)
+        key = random.RandomPassword(
+            f"{name}-api-key", length=48, special=False, opts=pulumi.ResourceOptions(parent=self)
+        )
         self.api_key = key.result.apply(pulumi.Output.secret)
         secrets.append(api_key_secret(f"{name}-api-key", ns, self.api_key, on_k8s))
-
-        # GCS fault tolerance (prod): the store, its token Secret and the security group policy of the head pods.
-        self.gcs_store = None
-        gcs_ready: list[pulumi.Resource] = []
-        gcs_address: pulumi.Output[str | None] = pulumi.Output.from_input(None)
-        if cfg.gcs_fault_tolerance:
-            self.gcs_store = GcsStore(
-                f"{name}-gcs",
-                GcsStoreArgs(
-                    cluster_name=args.cluster_name,
-                    vpc_id=args.vpc_id,
-                    subnet_ids=args.private_subnet_ids,
-                    cluster_security_group_id=cluster.cluster_security_group_id,
-                    namespace=ns,
-                    provider=cluster.provider,
-                ),
-                opts=child,
-            )
-            gcs_ready = [*self.gcs_store.ready, *cluster.pod_security_groups]
-            gcs_address = self.gcs_store.address
         files = rayservice.serve_code_files()
         code = rayservice.code_configmap(files)
         code_map = k8s.core.v1.ConfigMap(
@@ -340,8 +391,35 @@ class Serving(pulumi.ComponentResource):
                 spec=policy["spec"],
                 opts=on_k8s,
             )
+        return _Mounted(code_map, files, service_account, worker_identity.ready, secrets, hf_secret_name)
 
-        # --- The RayService ----------------------------------------------------------------------------------------
+    def _gcs_store(self, name: str, args: ServingArgs, ns: pulumi.Output[str]) -> _GcsStoreUse:
+        """GCS fault tolerance (prod): the store, its token Secret and the security group policy of the head pods."""
+        self.gcs_store = None
+        if not args.config.gcs_fault_tolerance:
+            return _GcsStoreUse((), pulumi.Output.from_input(None))
+        cluster = args.cluster
+        self.gcs_store = GcsStore(
+            f"{name}-gcs",
+            GcsStoreArgs(
+                cluster_name=args.cluster_name,
+                vpc_id=args.vpc_id,
+                subnet_ids=args.private_subnet_ids,
+                cluster_security_group_id=cluster.cluster_security_group_id,
+                namespace=ns,
+                provider=cluster.provider,
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return _GcsStoreUse((*self.gcs_store.ready, *cluster.pod_security_groups), self.gcs_store.address)
+
+    def _rayservice(
+        self, name: str, args: ServingArgs, ns: pulumi.Output[str], mounted: _Mounted, gcs: _GcsStoreUse
+    ) -> k8s.apiextensions.CustomResource:
+        """The RayService (``workloads.rayservice``), after the operator and everything its pods mount or need."""
+        cfg = args.config
+        preset = presets.PRESETS[cfg.preset]
+
         def build(bucket: str, image: str, address: str | None) -> dict[str, Any]:
             return rayservice.rayservice(
                 rayservice.RayServiceInputs(
@@ -349,10 +427,10 @@ class Serving(pulumi.ComponentResource):
                     model_id=cfg.model_id,
                     image=image,
                     region=args.region,
-                    code_sha256=rayservice.code_hash(files),
+                    code_sha256=rayservice.code_hash(mounted.files),
                     artifact_cache_uri=f"s3://{bucket}/{ARTIFACT_PREFIX}",
                     weights_cache_uri=f"s3://{bucket}/{WEIGHTS_PREFIX}",
-                    hf_token_secret=hf_secret_name,
+                    hf_token_secret=mounted.hf_token_secret,
                     gcs_store=rayservice.GcsStore(address) if address else None,
                     # The Ray dashboard's metrics views: Prometheus and Grafana of the monitoring namespace.
                     head_env=monitoring.ray_dashboard_env(),
@@ -360,10 +438,10 @@ class Serving(pulumi.ComponentResource):
             )
 
         # The image is an output of the build when the stack builds it: the RayService waits for the build.
-        manifest = pulumi.Output.all(bucket=self.artifact_bucket.bucket, image=self.image, address=gcs_address).apply(
+        manifest = pulumi.Output.all(bucket=self.artifact_bucket.bucket, image=self.image, address=gcs.address).apply(
             lambda a: build(**a)
         )
-        self.rayservice = k8s.apiextensions.CustomResource(
+        return k8s.apiextensions.CustomResource(
             f"{name}-rayservice",
             api_version=rayservice.API_VERSION,
             kind="RayService",
@@ -376,25 +454,28 @@ class Serving(pulumi.ComponentResource):
             spec=manifest.apply(lambda m: m["spec"]),
             opts=pulumi.ResourceOptions(
                 parent=self,
-                provider=cluster.provider,
+                provider=args.cluster.provider,
                 depends_on=[
                     # The chart installs the RayService CRD and runs the operator that reconciles it.
                     args.kuberay.release,
                     # Mounted by name, not referenced: pods would wait on a missing ConfigMap or service account.
-                    code_map,
-                    service_account,
+                    mounted.code_map,
+                    mounted.service_account,
                     # Credentials (Pod Identity) and the permissions behind them, before the workers start.
-                    *worker_identity.ready,
-                    *secrets,
+                    *mounted.worker_identity,
+                    *mounted.secrets,
                     # Worker nodes come from this NodePool and advertise devices through the Neuron device plugin;
                     # on destroy, the RayService (and its nodes' pods) go first, while Karpenter can still drain.
-                    *args.capacity,
+                    *args.node_prerequisites,
                     # The head reads the store's token and gets its security group (pod ENIs on, the VPC resource
                     # controller allowed) before it starts; on destroy it goes first.
-                    *gcs_ready,
+                    *gcs.ready,
                 ],
             ),
         )
+
+    def _disruption_budget(self, name: str, args: ServingArgs, ns: pulumi.Output[str]) -> None:
+        """The PodDisruptionBudget that keeps a serve worker up through node drains."""
         budget = rayservice.worker_disruption_budget()
         k8s.policy.v1.PodDisruptionBudget(
             f"{name}-workers-pdb",
@@ -403,20 +484,7 @@ class Serving(pulumi.ComponentResource):
             ),
             spec=budget["spec"],
             # Ordering only: on destroy the budget goes before the pool drains, so it can never hold a drain up.
-            opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=list(args.capacity)),
-        )
-
-        self.endpoint = pulumi.Output.from_input(rayservice.serve_base_url())
-        self.model_id = pulumi.Output.from_input(cfg.model_id)
-        self.image_repository_url = self.repository.repository_url
-        self.artifact_bucket_name = self.artifact_bucket.bucket
-        self.register_outputs(
-            {
-                "servingApiKeyCommand": api_key_command(),
-                "servingEndpoint": self.endpoint,
-                "modelId": self.model_id,
-                "servingImage": self.image,
-                "imageRepositoryUrl": self.image_repository_url,
-                "artifactBucketName": self.artifact_bucket_name,
-            }
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=args.cluster.provider, depends_on=list(args.node_prerequisites)
+            ),
         )

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from infra import ami
+from infra import ami, tokens
 from infra.config import DEFAULT_EKS_VERSION, EKS_VERSIONS, PROJECT
 from tools import eks_ami
 from tools.render import Render, RenderConfigError, render
@@ -146,7 +146,7 @@ def test_the_program_checks_each_variant_through_the_stacks_provider(stack: str)
     # The stack's provider, so the stack's region answers (public parameters are per region).
     assert {str(i["provider"]).rsplit("::", 1)[0] for i in listings} == {aws_provider["urn"]}
     assert aws_provider["inputs"]["region"] == r.config["aws:region"]
-    for node_class in r.of_type("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"):
+    for node_class in r.of_type(tokens.NODE_CLASS):
         assert node_class["inputs"]["spec"]["amiSelectorTerms"] == [{"alias": ami.alias(PINNED)}]
 
 

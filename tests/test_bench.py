@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from infra import tokens
 from infra.config import ConfigError, parse
 from policy.rules import image_problem
 from tools.render import Render, stack_config
@@ -130,11 +131,10 @@ def test_the_results_role_may_only_write_under_its_prefix(dev: Render) -> None:
     (assoc,) = [
         r
         for r in dev.resources
-        if r["type"] == "aws:eks/podIdentityAssociation:PodIdentityAssociation"
-        and r["inputs"].get("namespace") == bench.NAMESPACE
+        if r["type"] == tokens.EKS_POD_IDENTITY and r["inputs"].get("namespace") == bench.NAMESPACE
     ]
     assert assoc["inputs"]["serviceAccount"] == bench.SERVICE_ACCOUNT
-    (policy,) = [r for r in dev.resources if r["type"] == "aws:iam/rolePolicy:RolePolicy" and "benchmark" in r["name"]]
+    (policy,) = [r for r in dev.resources if r["type"] == tokens.IAM_ROLE_POLICY and "benchmark" in r["name"]]
     doc = json.loads(policy["inputs"]["policy"])
     (statement,) = doc["Statement"]
     assert statement["Action"] == "s3:PutObject"
@@ -151,7 +151,7 @@ def test_without_a_prefix_the_results_stay_in_the_log_and_no_role_exists() -> No
     (sweep,) = pod["containers"]
     assert sweep["name"] == "sweep"
     assert r.outputs["benchmarkResultsUri"] == ""
-    assert not [x for x in r.resources if x["type"] == "aws:iam/role:Role" and "benchmark" in x["name"]]
+    assert not [x for x in r.resources if x["type"] == tokens.IAM_ROLE and "benchmark" in x["name"]]
 
 
 def test_a_gated_model_gets_its_token_in_the_bench_namespace() -> None:
@@ -170,9 +170,9 @@ def test_the_job_waits_for_what_it_mounts_the_service_it_loads_and_its_pool(dev:
     for needed in (
         "kubernetes:core/v1:ConfigMap",
         "kubernetes:core/v1:ServiceAccount",
-        "aws:eks/podIdentityAssociation:PodIdentityAssociation",
-        "kubernetes:ray.io/v1:RayService",
-        "kubernetes:karpenter.sh/v1:NodePool",
+        tokens.EKS_POD_IDENTITY,
+        tokens.RAY_SERVICE,
+        tokens.NODE_POOL,
     ):
         assert needed in deps, (needed, deps)
 

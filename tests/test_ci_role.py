@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from parliament import analyze_policy_string, enhance_finding
 
-from infra import ci
+from infra import ci, tokens
 from tools.render import ACCOUNT, Render
 
 from .conftest import rendered
@@ -25,7 +25,7 @@ def with_ci() -> Render:
 
 
 def _role(r: Render, kind: str) -> dict[str, Any]:
-    return r.one("aws:iam/role:Role", f"ci-{kind}")
+    return r.one(tokens.IAM_ROLE, f"ci-{kind}")
 
 
 def _trust(r: Render, kind: str) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def _trust(r: Render, kind: str) -> dict[str, Any]:
 
 
 def _inline(r: Render, kind: str) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads(r.one("aws:iam/rolePolicy:RolePolicy", f"ci-{kind}")["inputs"]["policy"])
+    doc: dict[str, Any] = json.loads(r.one(tokens.IAM_ROLE_POLICY, f"ci-{kind}")["inputs"]["policy"])
     return doc
 
 
@@ -134,7 +134,7 @@ def test_deploy_role_session_outlasts_a_cold_up(with_ci: Render) -> None:
 
 @pytest.mark.parametrize(("kind", "policy"), [("preview", ci.EKS_VIEW_POLICY), ("deploy", ci.EKS_CLUSTER_ADMIN_POLICY)])
 def test_roles_get_kubernetes_access(with_ci: Render, kind: str, policy: str) -> None:
-    entry = with_ci.one("aws:eks/accessEntry:AccessEntry", f"ci-{kind}")
+    entry = with_ci.one(tokens.EKS_ACCESS_ENTRY, f"ci-{kind}")
     assoc = with_ci.one("aws:eks/accessPolicyAssociation:AccessPolicyAssociation", f"ci-{kind}")
     assert entry["inputs"]["clusterName"] == "eks-neuron-llm-dev"
     assert assoc["inputs"]["policyArn"] == policy

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 
+from infra import tokens
 from infra.cluster import ADDONS_AFTER_NODES, ADDONS_BEFORE_NODES, CLUSTER_ADMIN_POLICY
 from tools.render import Render
 from workloads.topology import SYSTEM_NODEGROUP, SYSTEM_TAINT_KEY
 
 from .conftest import rendered
 
-EKS = "eks:index:Cluster"
-ADDON = "aws:eks/addon:Addon"
-NODEGROUP = "aws:eks/nodeGroup:NodeGroup"
-
 
 def control_plane(r: Render) -> dict:
-    (c,) = r.of_type(EKS)
+    (c,) = r.of_type(tokens.EKS_COMPONENT)
     return c
 
 
@@ -46,7 +43,7 @@ def test_admin_principals_get_cluster_admin_access_entries_and_nobody_else() -> 
     arns = ["arn:aws:iam::123456789012:role/Admin", "arn:aws:iam::123456789012:user/alice"]
     r = rendered("dev", adminPrincipalArns=json.dumps(arns))
     # STANDARD entries are people; the Karpenter node role's EC2_LINUX entry is tested in test_karpenter.py
-    entries = [e for e in r.of_type("aws:eks/accessEntry:AccessEntry") if e["inputs"]["type"] != "EC2_LINUX"]
+    entries = [e for e in r.of_type(tokens.EKS_ACCESS_ENTRY) if e["inputs"]["type"] != "EC2_LINUX"]
     assert sorted(e["inputs"]["principalArn"] for e in entries) == sorted(arns)
     assert all(e["inputs"]["type"] == "STANDARD" for e in entries)
     policies = r.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
@@ -54,14 +51,12 @@ def test_admin_principals_get_cluster_admin_access_entries_and_nobody_else() -> 
     assert all(p["inputs"]["policyArn"] == CLUSTER_ADMIN_POLICY for p in policies)
     assert all(p["inputs"]["accessScope"] == {"type": "cluster"} for p in policies)
     # none for the deploying principal: EKS gives the creator one already
-    assert [
-        e for e in rendered("dev").of_type("aws:eks/accessEntry:AccessEntry") if e["inputs"]["type"] != "EC2_LINUX"
-    ] == []
+    assert [e for e in rendered("dev").of_type(tokens.EKS_ACCESS_ENTRY) if e["inputs"]["type"] != "EC2_LINUX"] == []
 
 
 def test_managed_addons_are_all_there_pinned_and_configured(dev: Render) -> None:
     # the cluster's own add-ons (observability adds amazon-cloudwatch-observability, tested in its own file)
-    addons = {a["inputs"]["addonName"]: a for a in dev.of_type(ADDON) if a["name"].startswith("cluster-")}
+    addons = {a["inputs"]["addonName"]: a for a in dev.of_type(tokens.EKS_ADDON) if a["name"].startswith("cluster-")}
     assert set(addons) == {*ADDONS_BEFORE_NODES, *ADDONS_AFTER_NODES}
     assert set(addons) == {"vpc-cni", "coredns", "kube-proxy", "eks-pod-identity-agent", "aws-ebs-csi-driver"}
     for a in addons.values():
@@ -69,14 +64,14 @@ def test_managed_addons_are_all_there_pinned_and_configured(dev: Render) -> None
     assert json.loads(addons["vpc-cni"]["inputs"]["configurationValues"]) == {"enableNetworkPolicy": "true"}
     (assoc,) = addons["aws-ebs-csi-driver"]["inputs"]["podIdentityAssociations"]
     assert assoc["serviceAccount"] == "ebs-csi-controller-sa"
-    role = next(r for r in dev.of_type("aws:iam/role:Role") if r["name"].endswith("ebs-csi"))
+    role = next(r for r in dev.of_type(tokens.IAM_ROLE) if r["name"].endswith("ebs-csi"))
     trust = json.loads(role["inputs"]["assumeRolePolicy"])
     assert trust["Statement"][0]["Principal"] == {"Service": "pods.eks.amazonaws.com"}
     assert sorted(trust["Statement"][0]["Action"]) == ["sts:AssumeRole", "sts:TagSession"]
 
 
 def test_system_node_group_spans_every_zone_and_is_reserved_for_system_pods(each_stack: Render) -> None:
-    (ng,) = each_stack.of_type(NODEGROUP)
+    (ng,) = each_stack.of_type(tokens.EKS_NODE_GROUP)
     i = ng["inputs"]
     assert i["nodeGroupName"] == SYSTEM_NODEGROUP
     assert i["amiType"].startswith("AL2023_x86_64")
@@ -97,10 +92,10 @@ def test_system_nodes_require_imdsv2_and_encrypt_their_root_volume(each_stack: R
 
 
 def test_system_node_role_has_exactly_the_worker_policies(dev: Render) -> None:
-    role = next(r for r in dev.of_type("aws:iam/role:Role") if r["name"].endswith("system-node"))
+    role = next(r for r in dev.of_type(tokens.IAM_ROLE) if r["name"].endswith("system-node"))
     attached = {
         a["inputs"]["policyArn"].rsplit("/", 1)[-1]
-        for a in dev.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        for a in dev.of_type(tokens.IAM_POLICY_ATTACHMENT)
         if role["urn"] in a["dependencies"]
     }
     assert attached == {

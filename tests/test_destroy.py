@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from infra import tokens
 from infra.cluster import RETAINED_STORAGE_CLASS
 from infra.karpenter import NODE_DELETE_TIMEOUT
 from tools.graph import depends_on, edges
@@ -27,12 +28,6 @@ from tools.render import Render, is_kubernetes_object
 from workloads.topology import NODEPOOL_LABEL
 
 from .conftest import rendered
-
-NODEPOOL = "kubernetes:karpenter.sh/v1:NodePool"
-NODECLASS = "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"
-RELEASE = "kubernetes:helm.sh/v3:Release"
-ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
-IMAGE_BUILD = "pulumi-python:dynamic/image:ServingImageBuild"
 
 
 def _pool_selectors(value: Any) -> Iterator[str]:
@@ -49,7 +44,7 @@ def _pool_selectors(value: Any) -> Iterator[str]:
 
 
 def _release(r: Render, name: str) -> str:
-    (rel,) = [x["urn"] for x in r.of_type(RELEASE) if x["inputs"].get("name") == name]
+    (rel,) = [x["urn"] for x in r.of_type(tokens.HELM_RELEASE) if x["inputs"].get("name") == name]
     return rel
 
 
@@ -66,16 +61,16 @@ def destroy_order_problems(r: Render) -> list[str]:
         if not depends_on(r, a, b, graph):
             problems.append(f"{a.rsplit('::', 1)[-1]} would not be deleted before {b.rsplit('::', 1)[-1]}: {why}")
 
-    pools = {x["inputs"]["metadata"]["name"]: x for x in r.of_type(NODEPOOL)}
-    classes = {x["inputs"]["metadata"]["name"]: x for x in r.of_type(NODECLASS)}
+    pools = {x["inputs"]["metadata"]["name"]: x for x in r.of_type(tokens.NODE_POOL)}
+    classes = {x["inputs"]["metadata"]["name"]: x for x in r.of_type(tokens.NODE_CLASS)}
     controller = _release(r, "karpenter")
-    (system_nodes,) = r.of_type("aws:eks/nodeGroup:NodeGroup")
-    (control_plane,) = r.of_type("aws:eks/cluster:Cluster")
+    (system_nodes,) = r.of_type(tokens.EKS_NODE_GROUP)
+    (control_plane,) = r.of_type(tokens.EKS_CLUSTER)
 
     # 1. Workloads before the pools their pods run on: their pods go while Karpenter still runs, then nodes drain.
     workloads = 0
     for x in r.resources:
-        if not is_kubernetes_object(x) or x["type"] in (NODEPOOL, NODECLASS):
+        if not is_kubernetes_object(x) or x["type"] in (tokens.NODE_POOL, tokens.NODE_CLASS):
             continue
         for pool in sorted(set(_pool_selectors(x["inputs"]))):
             workloads += 1
@@ -91,40 +86,40 @@ def destroy_order_problems(r: Render) -> list[str]:
         ref = pool["inputs"]["spec"]["template"]["spec"]["nodeClassRef"]["name"]
         need(pool["urn"], classes[ref]["urn"], "nodes of the pool were launched from the class")
         need(pool["urn"], controller, "the controller drains and terminates the pool's NodeClaims")
-    node_policies = _named(r, ATTACHMENT, "karpenter-node-")
+    node_policies = _named(r, tokens.IAM_POLICY_ATTACHMENT, "karpenter-node-")
     for cls in classes.values():
         need(cls["urn"], controller, "the class finalizer waits for the controller to terminate its instances")
         for urn in node_policies:
             need(cls["urn"], urn, "nodes keep their IAM permissions until they are terminated")
-        need(cls["urn"], r.one("aws:eks/accessEntry:AccessEntry", "karpenter-node")["urn"], "nodes keep joining")
+        need(cls["urn"], r.one(tokens.EKS_ACCESS_ENTRY, "karpenter-node")["urn"], "nodes keep joining")
         need(cls["urn"], r.one("aws:ec2/tag:Tag", "karpenter-cluster-sg-discovery")["urn"], "security group found")
 
     # 3. The controller before its permissions, its credentials, its queue and the nodes it runs on.
-    for urn in _named(r, ATTACHMENT, "karpenter-controller-"):
+    for urn in _named(r, tokens.IAM_POLICY_ATTACHMENT, "karpenter-controller-"):
         need(controller, urn, "the controller needs its IAM policies to terminate instances")
     need(
         controller,
-        r.one("aws:eks/podIdentityAssociation:PodIdentityAssociation", "karpenter-controller")["urn"],
+        r.one(tokens.EKS_POD_IDENTITY, "karpenter-controller")["urn"],
         "the controller gets AWS credentials through Pod Identity",
     )
     need(controller, r.one("aws:sqs/queue:Queue", "karpenter-interruption")["urn"], "the controller polls it")
     need(controller, system_nodes["urn"], "the controller runs on the system nodes")
 
     # 4. System nodes before their IAM, the NAT routes (the controller reaches EC2 through them) and the cluster.
-    for urn in _named(r, ATTACHMENT, "cluster-system-node-"):
+    for urn in _named(r, tokens.IAM_POLICY_ATTACHMENT, "cluster-system-node-"):
         need(system_nodes["urn"], urn, "the system nodes keep their permissions until they are gone")
     for x in r.of_type("aws:ec2/routeTableAssociation:RouteTableAssociation"):
         if x["name"].startswith("network-private-"):
             need(system_nodes["urn"], x["urn"], "the controller on the system nodes calls AWS through the NAT route")
-    for x in r.of_type("aws:ec2/natGateway:NatGateway"):
+    for x in r.of_type(tokens.NAT_GATEWAY):
         need(system_nodes["urn"], x["urn"], "the NAT gateway is the private subnets' only way to AWS APIs")
     need(system_nodes["urn"], control_plane["urn"], "a node group belongs to its cluster")
 
     # 5. Volumes: a claim goes while the EBS CSI controller (and its permissions) can still delete or release it.
-    ebs_csi = r.one("aws:eks/addon:Addon", "cluster-aws-ebs-csi-driver")["urn"]
+    ebs_csi = r.one(tokens.EKS_ADDON, "cluster-aws-ebs-csi-driver")["urn"]
     for x in r.of_type("kubernetes:core/v1:PersistentVolumeClaim"):
         need(x["urn"], ebs_csi, "the EBS CSI controller deletes (or releases) the claim's volume")
-    for urn in _named(r, ATTACHMENT, "cluster-ebs-csi-"):
+    for urn in _named(r, tokens.IAM_POLICY_ATTACHMENT, "cluster-ebs-csi-"):
         need(ebs_csi, urn, "the EBS CSI controller keeps its permissions until it is gone")
 
     # 6. Disruption budgets before the pools their pods run on: on destroy a budget never holds a drain up.
@@ -146,34 +141,34 @@ def destroy_order_problems(r: Render) -> list[str]:
     # group and what gives it to them still exist (the VPC resource controller deletes a pod's branch interface with
     # the cluster role's permission); the store before the subnets it lives in.
     for group in r.of_type("aws:elasticache/replicationGroup:ReplicationGroup"):
-        for rs_record in r.of_type("kubernetes:ray.io/v1:RayService"):
+        for rs_record in r.of_type(tokens.RAY_SERVICE):
             need(rs_record["urn"], group["urn"], "the head persists the GCS to the store until it is gone")
             for typ, name in [
                 ("kubernetes:vpcresources.k8s.aws/v1beta1:SecurityGroupPolicy", "serving-gcs-security-group-policy"),
                 ("kubernetes:core/v1:Secret", "serving-gcs-auth-token"),
-                ("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "cluster-vpc-resource-controller"),
+                (tokens.IAM_POLICY_ATTACHMENT, "cluster-vpc-resource-controller"),
                 ("aws:ec2/securityGroup:SecurityGroup", "serving-gcs-client-sg"),
             ]:
                 need(rs_record["urn"], r.one(typ, name)["urn"], "the head pods' branch interfaces use it")
-        for x in r.of_type("aws:ec2/subnet:Subnet"):
+        for x in r.of_type(tokens.SUBNET):
             if x["name"].startswith("network-private-"):
                 need(group["urn"], x["urn"], "the store's nodes live in the private subnets")
 
     # 8. The cluster before the network it lives in.  The control plane is created inside the remote eks:index:Cluster
     # component, whose provider gives its children the dependencies of the component's inputs (subnets, VPC).
-    (eks_component,) = r.of_type("eks:index:Cluster")
+    (eks_component,) = r.of_type(tokens.EKS_COMPONENT)
     need(system_nodes["urn"], eks_component["urn"], "a node group belongs to its cluster")
-    for x in [*r.of_type("aws:ec2/subnet:Subnet"), *r.of_type("aws:ec2/vpc:Vpc")]:
+    for x in [*r.of_type(tokens.SUBNET), *r.of_type("aws:ec2/vpc:Vpc")]:
         need(eks_component["urn"], x["urn"], "the cluster's ENIs and security group live in the VPC")
 
     # 7. The serving image the stack builds: the RayService's pods run it, so they go before the build record and the
     # repository that holds the image; a build keeps its permissions, cache rule and cache until it is gone.
-    (rs,) = r.of_type("kubernetes:ray.io/v1:RayService")
-    for build in r.of_type(IMAGE_BUILD):
+    (rs,) = r.of_type(tokens.RAY_SERVICE)
+    for build in r.of_type(tokens.SERVING_IMAGE_BUILD):
         need(rs["urn"], build["urn"], "its pods run the image the build made")
-        need(rs["urn"], r.one("aws:ecr/repository:Repository", "serving-image")["urn"], "its pods pull the image")
-        need(build["urn"], r.one("aws:iam/rolePolicy:RolePolicy", "serving-build-inline")["urn"], "build's rights")
-        need(build["urn"], r.one("aws:ecr/repository:Repository", "serving-build-base")["urn"], "the cached base")
+        need(rs["urn"], r.one(tokens.ECR_REPOSITORY, "serving-image")["urn"], "its pods pull the image")
+        need(build["urn"], r.one(tokens.IAM_ROLE_POLICY, "serving-build-inline")["urn"], "build's rights")
+        need(build["urn"], r.one(tokens.ECR_REPOSITORY, "serving-build-base")["urn"], "the cached base")
         for x in r.of_type("aws:ecr/pullThroughCacheRule:PullThroughCacheRule"):
             need(build["urn"], x["urn"], "the build pulls its base through the rule")
     return problems
@@ -267,11 +262,26 @@ def test_destroy_order_check_fails_on_a_pool_nobody_creates(dev: Render) -> None
     assert problems == ["openwebui-deployment selects NodePool 'gpu', which the stack does not create"]
 
 
+def test_destroy_order_check_fails_on_a_pool_that_could_outlive_the_controller(dev: Render) -> None:
+    # A pool that only waited for its class (which itself waits for the controller) is still fine, so the class edge
+    # and the explicit controller edge are both cut.
+    broken = copy.deepcopy(dev.resources)
+    (pool,) = [x for x in broken if x["type"] == tokens.NODE_POOL and x["name"] == "karpenter-nodepool-default"]
+    pool["dependencies"] = [
+        d for d in pool["dependencies"] if "EC2NodeClass" not in d and not d.endswith("::karpenter-controller")
+    ]
+    problems = destroy_order_problems(Render(dev.stack, dev.config, broken, dev.outputs, 0.0))
+    assert [p.split(":")[0] for p in problems] == [
+        "karpenter-nodepool-default would not be deleted before karpenter-nodeclass-default",
+        "karpenter-nodepool-default would not be deleted before karpenter-controller",
+    ]
+
+
 def test_no_false_delete_order_edge_on_the_control_plane(each_stack: Render) -> None:
     # The NAT routes are for nodes; the control plane (~10 min, the longest create) must not wait for them.
-    (control_plane,) = each_stack.of_type("aws:eks/cluster:Cluster")
+    (control_plane,) = each_stack.of_type(tokens.EKS_CLUSTER)
     graph = edges(each_stack)
-    for x in each_stack.of_type("aws:ec2/natGateway:NatGateway"):
+    for x in each_stack.of_type(tokens.NAT_GATEWAY):
         assert not depends_on(each_stack, control_plane["urn"], x["urn"], graph)
 
 
@@ -281,7 +291,7 @@ def _timeout_minutes(value: str) -> float:
 
 
 def test_node_pools_and_classes_wait_long_enough_for_their_nodes_to_go(each_stack: Render) -> None:
-    for x in [*each_stack.of_type(NODEPOOL), *each_stack.of_type(NODECLASS)]:
+    for x in [*each_stack.of_type(tokens.NODE_POOL), *each_stack.of_type(tokens.NODE_CLASS)]:
         assert x["customTimeouts"].get("delete") == NODE_DELETE_TIMEOUT, x["name"]
     # above the Kubernetes provider's 10-minute default: a drain plus an EC2 termination can take longer
     assert _timeout_minutes(NODE_DELETE_TIMEOUT) >= 20
@@ -295,10 +305,10 @@ def test_nothing_creates_a_load_balancer(each_stack: Render) -> None:
         if m["kind"] == "Service":
             assert m.get("spec", {}).get("type", "ClusterIP") == "ClusterIP", m["metadata"]
     assert not [x for x in each_stack.resources if x["type"].startswith(("aws:lb/", "aws:elb/", "aws:alb/"))]
-    charts = {x["inputs"].get("chart") for x in each_stack.of_type(RELEASE)}
+    charts = {x["inputs"].get("chart") for x in each_stack.of_type(tokens.HELM_RELEASE)}
     assert not [c for c in charts if c and "load-balancer" in str(c)]
     # The RayService's serve and head Services are created by KubeRay: ClusterIP unless the spec asks otherwise.
-    for rs in each_stack.of_type("kubernetes:ray.io/v1:RayService"):
+    for rs in each_stack.of_type(tokens.RAY_SERVICE):
         spec = rs["inputs"]["spec"]
         assert spec.get("serveService", {}).get("spec", {}).get("type", "ClusterIP") == "ClusterIP"
         head = spec["rayClusterConfig"]["headGroupSpec"]
@@ -315,7 +325,7 @@ def _retained(r: Render) -> set[tuple[str, str]]:
 
 
 PROD_RETAINED = {
-    ("aws:s3/bucket:Bucket", "serving-artifacts"),
+    (tokens.S3_BUCKET, "serving-artifacts"),
     # the kept bucket keeps its encryption, public access block, TLS-only policy and the rest of its settings
     ("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration", "serving-artifacts"),
     ("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "serving-artifacts"),
@@ -330,7 +340,7 @@ PROD_RETAINED = {
 
 def test_prod_retains_the_artifact_bucket_and_the_chat_volume(prod: Render) -> None:
     assert _retained(prod) == PROD_RETAINED
-    assert prod.one("aws:s3/bucket:Bucket", "serving-artifacts")["inputs"]["forceDestroy"] is False
+    assert prod.one(tokens.S3_BUCKET, "serving-artifacts")["inputs"]["forceDestroy"] is False
     # The claim alone is not the data: the namespace's deletion deletes it anyway, so the volume's class must
     # reclaim with Retain for the EBS volume to survive.
     pvc = prod.one("kubernetes:core/v1:PersistentVolumeClaim", "openwebui-data")
@@ -341,7 +351,7 @@ def test_prod_retains_the_artifact_bucket_and_the_chat_volume(prod: Render) -> N
 
 def test_dev_retains_nothing_and_deletes_its_data(dev: Render) -> None:
     assert _retained(dev) == set()
-    assert dev.one("aws:s3/bucket:Bucket", "serving-artifacts")["inputs"]["forceDestroy"] is True
+    assert dev.one(tokens.S3_BUCKET, "serving-artifacts")["inputs"]["forceDestroy"] is True
     pvc = dev.one("kubernetes:core/v1:PersistentVolumeClaim", "openwebui-data")
     classes = {m["metadata"]["name"]: m for m in dev.manifests() if m["kind"] == "StorageClass"}
     assert classes[pvc["inputs"]["spec"]["storageClassName"]]["reclaimPolicy"] == "Delete"
@@ -358,22 +368,22 @@ def test_nothing_is_protected_so_destroy_never_refuses(each_stack: Render) -> No
     # `protect` makes `pulumi destroy` fail; retained resources are left behind instead, and the ECR repositories
     # are emptied with the stack so they cannot stop a destroy halfway.
     assert [x["name"] for x in each_stack.resources if x["protect"]] == []
-    assert each_stack.one("aws:ecr/repository:Repository", "serving-image")["inputs"]["forceDelete"] is True
+    assert each_stack.one(tokens.ECR_REPOSITORY, "serving-image")["inputs"]["forceDelete"] is True
 
 
 def test_built_images_and_the_base_cache_go_with_the_stack_in_both_environments(each_stack: Render) -> None:
     # The images are rebuilt by the next `pulumi up` (~11 min, beside the cluster) and the cache is a copy of a public
     # image, so neither is kept, in dev or in prod: both repositories are force-deleted with their images, and the
     # cache rule, the builder, its logs and its sources go too (prod keeps the artifact bucket, not the sources in it).
-    repos = each_stack.of_type("aws:ecr/repository:Repository")
+    repos = each_stack.of_type(tokens.ECR_REPOSITORY)
     assert {x["name"] for x in repos} == {"serving-image", "serving-build-base"}
     assert all(x["inputs"]["forceDelete"] is True and not x["retainOnDelete"] for x in repos)
     for typ in (
-        IMAGE_BUILD,
+        tokens.SERVING_IMAGE_BUILD,
         "aws:ecr/pullThroughCacheRule:PullThroughCacheRule",
-        "aws:codebuild/project:Project",
+        tokens.CODEBUILD_PROJECT,
         "aws:cloudwatch/logGroup:LogGroup",
-        "aws:s3/bucketObjectv2:BucketObjectv2",
+        tokens.S3_OBJECT,
     ):
         (x,) = each_stack.of_type(typ)
         assert not x["retainOnDelete"] and not x["protect"], typ
@@ -382,6 +392,6 @@ def test_built_images_and_the_base_cache_go_with_the_stack_in_both_environments(
 def test_retention_check_can_fail(prod: Render) -> None:
     broken = copy.deepcopy(prod.resources)
     for x in broken:
-        if x["name"] == "serving-artifacts" and x["type"] == "aws:s3/bucket:Bucket":
+        if x["name"] == "serving-artifacts" and x["type"] == tokens.S3_BUCKET:
             x["retainOnDelete"] = False
     assert _retained(Render(prod.stack, prod.config, broken, prod.outputs, 0.0)) != PROD_RETAINED

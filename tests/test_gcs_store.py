@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infra import gcs_store
+from infra import gcs_store, tokens
 from infra.cluster import POD_ENI_VALUES, VPC_RESOURCE_CONTROLLER_POLICY
 from tools.render import Render
 from workloads import rayservice
@@ -18,19 +18,16 @@ from .conftest import rendered
 
 REPLICATION_GROUP = "aws:elasticache/replicationGroup:ReplicationGroup"
 SGP = "kubernetes:vpcresources.k8s.aws/v1beta1:SecurityGroupPolicy"
-RAYSERVICE = "kubernetes:ray.io/v1:RayService"
 
 
 def cluster_config(r: Render) -> dict[str, Any]:
-    (rs,) = r.of_type(RAYSERVICE)
+    (rs,) = r.of_type(tokens.RAY_SERVICE)
     spec: dict[str, Any] = rs["inputs"]["spec"]["rayClusterConfig"]
     return spec
 
 
 def vpc_cni(r: Render) -> dict[str, Any]:
-    values: dict[str, Any] = json.loads(
-        r.one("aws:eks/addon:Addon", "cluster-vpc-cni")["inputs"]["configurationValues"]
-    )
+    values: dict[str, Any] = json.loads(r.one(tokens.EKS_ADDON, "cluster-vpc-cni")["inputs"]["configurationValues"])
     return values
 
 
@@ -60,8 +57,8 @@ def test_prod_store_lives_in_the_private_subnets(prod: Render) -> None:
     (group,) = prod.of_type(REPLICATION_GROUP)
     subnets = prod.one("aws:elasticache/subnetGroup:SubnetGroup", "serving-gcs-subnets")
     assert group["inputs"]["subnetGroupName"] == subnets["inputs"]["name"]
-    private = {x["urn"] for x in prod.of_type("aws:ec2/subnet:Subnet") if x["name"].startswith("network-private-")}
-    used = {u for u in subnets["dependencies"] if "aws:ec2/subnet:Subnet" in u}
+    private = {x["urn"] for x in prod.of_type(tokens.SUBNET) if x["name"].startswith("network-private-")}
+    used = {u for u in subnets["dependencies"] if tokens.SUBNET in u}
     assert used == private and len(private) == 3
 
 
@@ -104,10 +101,10 @@ def test_prod_turns_pod_security_groups_on_for_the_cluster(prod: Render) -> None
     values = vpc_cni(prod)
     assert values["enableNetworkPolicy"] == "true"  # kept
     assert values["env"] == POD_ENI_VALUES["env"] and values["init"] == POD_ENI_VALUES["init"]
-    attachment = prod.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "cluster-vpc-resource-controller")
+    attachment = prod.one(tokens.IAM_POLICY_ATTACHMENT, "cluster-vpc-resource-controller")
     assert attachment["inputs"]["policyArn"] == f"arn:aws:iam::aws:policy/{VPC_RESOURCE_CONTROLLER_POLICY}"
     # The cluster's own role (pulumi-eks made it): its name, taken from the control plane's roleArn.
-    (eks,) = prod.of_type("aws:eks/cluster:Cluster")
+    (eks,) = prod.of_type(tokens.EKS_CLUSTER)
     assert eks["urn"] in attachment["dependencies"]
     assert "eksRole" in attachment["inputs"]["role"] and "/" not in attachment["inputs"]["role"]
 
@@ -115,7 +112,7 @@ def test_prod_turns_pod_security_groups_on_for_the_cluster(prod: Render) -> None
 def test_the_rayservice_reads_the_store_the_stack_declares(prod: Render) -> None:
     options = cluster_config(prod)["gcsFaultToleranceOptions"]
     (group,) = prod.of_type(REPLICATION_GROUP)
-    (rs,) = prod.of_type(RAYSERVICE)
+    (rs,) = prod.of_type(tokens.RAY_SERVICE)
     assert group["urn"] in rs["propertyDependencies"]["spec"]  # the address is the group's own output
     host = f"master.{group['inputs']['replicationGroupId']}."
     assert options["redisAddress"].startswith(f"rediss://{host}")  # TLS, the primary endpoint
@@ -131,14 +128,14 @@ def test_the_rayservice_reads_the_store_the_stack_declares(prod: Render) -> None
 
 
 def test_the_rayservice_waits_for_the_store_its_token_and_its_security_group(prod: Render) -> None:
-    (rs,) = prod.of_type(RAYSERVICE)
+    (rs,) = prod.of_type(tokens.RAY_SERVICE)
     deps = set(rs["dependencies"])
     for typ, name in [
         (REPLICATION_GROUP, "serving-gcs-store"),
         (SGP, "serving-gcs-security-group-policy"),
         ("kubernetes:core/v1:Secret", "serving-gcs-auth-token"),
-        ("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "cluster-vpc-resource-controller"),
-        ("aws:eks/addon:Addon", "cluster-vpc-cni"),
+        (tokens.IAM_POLICY_ATTACHMENT, "cluster-vpc-resource-controller"),
+        (tokens.EKS_ADDON, "cluster-vpc-cni"),
     ]:
         assert prod.one(typ, name)["urn"] in deps, name
 
@@ -148,7 +145,7 @@ def test_the_store_token_never_appears_in_clear(prod: Render) -> None:
 
     value = _hex("serving-gcs-auth-token", "password", n=32)
     assert value not in json.dumps(prod.resources) + json.dumps(prod.outputs)
-    serve_config = yaml.safe_load(prod.one(RAYSERVICE, "serving-rayservice")["inputs"]["spec"]["serveConfigV2"])
+    serve_config = yaml.safe_load(prod.one(tokens.RAY_SERVICE, "serving-rayservice")["inputs"]["spec"]["serveConfigV2"])
     assert "password" not in json.dumps(serve_config)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+from infra import tokens
 from infra.config import EKS_VERSIONS
 from policy.charts import effective_values
 from policy.rules import image_problem, images_of
@@ -59,5 +60,5 @@ def test_the_neuron_second_scheduler_matches_the_cluster_minor(version: str) -> 
 
 
 def test_the_cluster_version_is_from_the_allowed_list(each_stack: Render) -> None:
-    (c,) = each_stack.of_type("eks:index:Cluster")
+    (c,) = each_stack.of_type(tokens.EKS_COMPONENT)
     assert c["inputs"]["version"] in EKS_VERSIONS

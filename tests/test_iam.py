@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from infra import tokens
 from tools.iam_lint import ALLOWLIST, AllowEntry, documents, lint, load_allowlist
 from tools.render import Render
 
@@ -20,11 +21,11 @@ def test_every_policy_document_passes_parliament(each_stack: Render) -> None:
 def test_the_lint_finds_every_kind_of_document(dev: Render) -> None:
     docs = documents(dev.resources)
     by_type = {(d.type, d.field) for d in docs}
-    assert ("aws:iam/role:Role", "assumeRolePolicy") in by_type
+    assert (tokens.IAM_ROLE, "assumeRolePolicy") in by_type
     assert ("aws:iam/policy:Policy", "policy") in by_type
     assert ("aws:sqs/queuePolicy:QueuePolicy", "policy") in by_type
     # every role's trust policy is among them
-    roles = {r["name"] for r in dev.of_type("aws:iam/role:Role")}
+    roles = {r["name"] for r in dev.of_type(tokens.IAM_ROLE)}
     assert roles == {d.resource for d in docs if d.field == "assumeRolePolicy"}
 
 
@@ -46,7 +47,7 @@ def _with(dev: Render, name: str, typ: str, inputs: dict) -> list[dict]:
 
 def test_an_over_broad_inline_policy_fails_naming_it(dev: Render) -> None:
     admin = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iam:*", "Resource": "*"}]}
-    resources = _with(dev, "serving-too-broad", "aws:iam/rolePolicy:RolePolicy", {"policy": json.dumps(admin)})
+    resources = _with(dev, "serving-too-broad", tokens.IAM_ROLE_POLICY, {"policy": json.dumps(admin)})
     problems = lint(resources).problems()
     assert problems
     assert all(p.startswith("serving-too-broad (policy): ") for p in problems)

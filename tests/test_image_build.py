@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infra import image
+from infra import image, tokens
 from infra.image_build import ImageBuildFailed, ImageBuildProvider, failure_line, log_url
 from tools.build_fake import (
     DOCKER_BUILD_ERROR,
@@ -52,7 +52,7 @@ def build_inputs(r: Render) -> dict[str, Any]:
 
 
 def project_env(r: Render) -> dict[str, str]:
-    (p,) = r.of_type("aws:codebuild/project:Project")
+    (p,) = r.of_type(tokens.CODEBUILD_PROJECT)
     return {v["name"]: v["value"] for v in p["inputs"]["environment"]["environmentVariables"]}
 
 
@@ -114,14 +114,14 @@ def test_the_render_builds_the_tag_of_the_committed_inputs(dev: Render) -> None:
     tag = image.image_tag(image.image_inputs())
     assert build_inputs(dev)["tag"] == tag
     assert project_env(dev)["IMAGE_TAG"] == tag
-    (source,) = dev.of_type("aws:s3/bucketObjectv2:BucketObjectv2")
+    (source,) = dev.of_type(tokens.S3_OBJECT)
     assert source["inputs"]["key"] == f"{image.SOURCE_PREFIX}/{tag}.zip"
     # The zip holds every input, by the relative path Pulumi stores (the same on every machine).
     assets = source["inputs"]["source"]["assets"]
     assert {k: v["path"] for k, v in assets.items()} == {
         i.path: f"workloads/image/{i.path}" for i in image.image_inputs()
     }
-    (project,) = dev.of_type("aws:codebuild/project:Project")
+    (project,) = dev.of_type(tokens.CODEBUILD_PROJECT)
     assert project["inputs"]["source"]["location"] == f"{dev.outputs['artifactBucketName']}/{source['inputs']['key']}"
     assert project["inputs"]["source"]["type"] == "S3"
 
@@ -135,7 +135,7 @@ def test_the_base_comes_from_the_dockerfile_through_the_stacks_pull_through_cach
         "ecrRepositoryPrefix": "eks-neuron-llm-dev-public",
         "upstreamRegistryUrl": "public.ecr.aws",
     }
-    cache = dev.one("aws:ecr/repository:Repository", "serving-build-base")["inputs"]
+    cache = dev.one(tokens.ECR_REPOSITORY, "serving-build-base")["inputs"]
     assert cache["name"] == f"eks-neuron-llm-dev-public/{base.repository}"
     registry = dev.outputs["imageRepositoryUrl"].split("/")[0]
     assert project_env(dev)["BASE_IMAGE"] == f"{registry}/{cache['name']}{base.reference}"
@@ -239,7 +239,7 @@ def test_the_buildspec_builds_with_the_cached_base_and_pushes_only_after_a_build
 
 
 def test_the_project_is_a_private_privileged_large_builder_with_its_own_logs(each_stack: Render) -> None:
-    (p,) = each_stack.of_type("aws:codebuild/project:Project")
+    (p,) = each_stack.of_type(tokens.CODEBUILD_PROJECT)
     env = p["inputs"]["environment"]
     assert (env["computeType"], env["privilegedMode"], env["type"]) == ("BUILD_GENERAL1_LARGE", True, "LINUX_CONTAINER")
     assert p["inputs"]["projectVisibility"] == "PRIVATE"
@@ -259,7 +259,7 @@ def test_the_project_is_a_private_privileged_large_builder_with_its_own_logs(eac
 def test_the_build_role_pushes_to_its_repository_pulls_through_its_cache_reads_its_sources_writes_its_logs(
     dev: Render,
 ) -> None:
-    doc = json.loads(dev.one("aws:iam/rolePolicy:RolePolicy", "serving-build-inline")["inputs"]["policy"])
+    doc = json.loads(dev.one(tokens.IAM_ROLE_POLICY, "serving-build-inline")["inputs"]["policy"])
     by_sid = {s["Sid"]: s for s in doc["Statement"]}
     repo = "arn:aws:ecr:us-west-2:123456789012:repository/eks-neuron-llm-dev/serving"
     bucket = f"arn:aws:s3:::{dev.outputs['artifactBucketName']}"
@@ -279,7 +279,7 @@ def test_the_build_role_pushes_to_its_repository_pulls_through_its_cache_reads_i
     actions = {a for s in doc["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
     assert "ecr:CreateRepository" not in actions and not any(a.endswith("*") for a in actions)
     assert all(s["Effect"] == "Allow" for s in doc["Statement"])
-    trust = json.loads(dev.one("aws:iam/role:Role", "serving-build")["inputs"]["assumeRolePolicy"])
+    trust = json.loads(dev.one(tokens.IAM_ROLE, "serving-build")["inputs"]["assumeRolePolicy"])
     (stmt,) = trust["Statement"]
     assert stmt["Principal"] == {"Service": "codebuild.amazonaws.com"}
     assert stmt["Condition"] == {
@@ -301,16 +301,16 @@ def test_the_dev_rayservice_runs_the_image_the_build_produced(dev: Render) -> No
     tag = build_inputs(dev)["tag"]
     assert built == f"{dev.outputs['imageRepositoryUrl']}:{tag}@{digest_of(b['inputs'])}"
     assert rayservice_images(dev) == {built}
-    (rs,) = dev.of_type("kubernetes:ray.io/v1:RayService")
+    (rs,) = dev.of_type(tokens.RAY_SERVICE)
     assert rs["propertyDependencies"]["spec"] and b["urn"] in rs["propertyDependencies"]["spec"]
 
 
 def test_a_prebuilt_image_is_used_as_is_and_nothing_is_built() -> None:
     r = rendered("dev", servingImage=PREBUILT)
     assert rayservice_images(r) == {PREBUILT} and r.outputs["servingImage"] == PREBUILT
-    for typ in (BUILD, "aws:codebuild/project:Project", "aws:ecr/pullThroughCacheRule:PullThroughCacheRule"):
+    for typ in (BUILD, tokens.CODEBUILD_PROJECT, "aws:ecr/pullThroughCacheRule:PullThroughCacheRule"):
         assert r.of_type(typ) == [], typ
-    assert r.one("aws:ecr/repository:Repository", "serving-image")  # the repository stays for images pushed by hand
+    assert r.one(tokens.ECR_REPOSITORY, "serving-image")  # the repository stays for images pushed by hand
 
 
 def test_an_existing_tag_is_not_rebuilt_in_the_render() -> None:

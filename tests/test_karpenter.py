@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
 import pytest
 import yaml
 
-from infra.karpenter import INTERRUPTION_EVENTS, KARPENTER_VERSION, NODE_ROLE_POLICIES, Scope, controller_policies
+from infra import tokens
+from infra.iam import NODE_ROLE_POLICIES
+from infra.karpenter import INTERRUPTION_EVENTS, KARPENTER_VERSION, Scope, controller_policies
 from tools.graph import depends_on, edges
 from tools.render import ACCOUNT, Render
 from workloads import nodepools
@@ -17,14 +18,11 @@ from workloads.topology import ACCELERATOR_POOLS, DEFAULT_POOL, SYSTEM_NODEGROUP
 
 from .conftest import REPO, rendered
 
-RELEASE = "kubernetes:helm.sh/v3:Release"
-NODEPOOL = "kubernetes:karpenter.sh/v1:NodePool"
-NODECLASS = "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"
 CFN = REPO / "schemas" / "iam" / "karpenter-cloudformation.yaml"
 
 
 def release(r: Render, name: str) -> dict[str, Any]:
-    (rel,) = [x for x in r.of_type(RELEASE) if x["inputs"].get("name") == name]
+    (rel,) = [x for x in r.of_type(tokens.HELM_RELEASE) if x["inputs"].get("name") == name]
     return rel
 
 
@@ -33,7 +31,7 @@ def one(r: Render, typ: str, name: str) -> dict[str, Any]:
 
 
 def role(r: Render, suffix: str) -> dict[str, Any]:
-    (x,) = [x for x in r.of_type("aws:iam/role:Role") if x["name"] == f"karpenter-{suffix}"]
+    (x,) = [x for x in r.of_type(tokens.IAM_ROLE) if x["name"] == f"karpenter-{suffix}"]
     return x
 
 
@@ -55,7 +53,7 @@ def test_crd_and_controller_charts_are_pinned_from_the_public_oci_registry(each_
 
 def test_controller_settings_point_at_this_cluster_and_its_queue(each_stack: Render) -> None:
     values = release(each_stack, "karpenter")["inputs"]["values"]
-    (eks,) = each_stack.of_type("aws:eks/cluster:Cluster")
+    (eks,) = each_stack.of_type(tokens.EKS_CLUSTER)
     (queue,) = each_stack.of_type("aws:sqs/queue:Queue")
     assert values["settings"] == {
         "clusterName": each_stack.outputs["clusterName"],
@@ -87,14 +85,14 @@ def test_controller_waits_for_its_crds_its_pod_identity_and_the_system_nodes(eac
     ctl = release(each_stack, "karpenter")
     direct = set(ctl["dependencies"])
     assert release(each_stack, "karpenter-crd")["urn"] in direct
-    assoc = each_stack.one("aws:eks/podIdentityAssociation:PodIdentityAssociation", "karpenter-controller")
+    assoc = each_stack.one(tokens.EKS_POD_IDENTITY, "karpenter-controller")
     assert assoc["urn"] in direct
-    (ng,) = each_stack.of_type("aws:eks/nodeGroup:NodeGroup")
+    (ng,) = each_stack.of_type(tokens.EKS_NODE_GROUP)
     assert ng["urn"] in direct
     # its IAM outlives it on destroy (it terminates nodes while pools and classes are deleted)
     policies = [
         x["urn"]
-        for x in each_stack.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        for x in each_stack.of_type(tokens.IAM_POLICY_ATTACHMENT)
         if x["name"].startswith("karpenter-controller-")
     ]
     assert len(policies) == 4 and set(policies) <= direct
@@ -103,8 +101,8 @@ def test_controller_waits_for_its_crds_its_pod_identity_and_the_system_nodes(eac
 def test_node_pools_depend_on_their_node_class_and_both_on_the_crd_release(each_stack: Render) -> None:
     graph = edges(each_stack)
     crd = release(each_stack, "karpenter-crd")["urn"]
-    classes = {x["inputs"]["metadata"]["name"]: x["urn"] for x in each_stack.of_type(NODECLASS)}
-    pools = each_stack.of_type(NODEPOOL)
+    classes = {x["inputs"]["metadata"]["name"]: x["urn"] for x in each_stack.of_type(tokens.NODE_CLASS)}
+    pools = each_stack.of_type(tokens.NODE_POOL)
     assert {p["inputs"]["metadata"]["name"] for p in pools} == {DEFAULT_POOL, *ACCELERATOR_POOLS}
     for p in pools:
         ref = p["inputs"]["spec"]["template"]["spec"]["nodeClassRef"]["name"]
@@ -114,36 +112,6 @@ def test_node_pools_depend_on_their_node_class_and_both_on_the_crd_release(each_
         assert depends_on(each_stack, urn, crd, graph)
 
 
-def destroy_order_problems(r: Render) -> list[str]:
-    """Pulumi deletes dependents first, so 'A goes before B on destroy' is 'A depends on B'."""
-    graph = edges(r)
-    ctl = release(r, "karpenter")["urn"]
-    (ng,) = r.of_type("aws:eks/nodeGroup:NodeGroup")
-    problems = []
-    for x in [*r.of_type(NODEPOOL), *r.of_type(NODECLASS)]:
-        if not depends_on(r, x["urn"], ctl, graph):
-            problems.append(f"{x['name']} would be deleted after the Karpenter controller")
-    if not depends_on(r, ctl, ng["urn"], graph):
-        problems.append("the Karpenter controller would be deleted after the system node group")
-    return problems
-
-
-def test_destroy_order_pools_and_classes_then_controller_then_system_nodes(each_stack: Render) -> None:
-    assert destroy_order_problems(each_stack) == []
-
-
-def test_destroy_order_check_can_fail(dev: Render) -> None:
-    ctl = release(dev, "karpenter")["urn"]
-    broken = copy.deepcopy(dev.resources)
-    for x in broken:
-        if x["type"] == NODEPOOL and x["name"].endswith(DEFAULT_POOL):
-            # a pool that only waited for its class (which itself waits for the controller) is still fine, so cut
-            # the class edge too and the explicit controller edge
-            x["dependencies"] = [d for d in x["dependencies"] if "EC2NodeClass" not in d and d != ctl]
-    problems = destroy_order_problems(Render(dev.stack, dev.config, broken, dev.outputs, 0.0))
-    assert problems == ["karpenter-nodepool-default would be deleted after the Karpenter controller"]
-
-
 def test_accelerator_pools_in_the_render_allow_exactly_the_configured_types() -> None:
     r = rendered(
         "dev",
@@ -151,7 +119,7 @@ def test_accelerator_pools_in_the_render_allow_exactly_the_configured_types() ->
         trn1InstanceTypes='["trn1.2xlarge"]',
         servingPreset="inf2.48xlarge",
     )
-    pools = {p["inputs"]["metadata"]["name"]: p["inputs"] for p in r.of_type(NODEPOOL)}
+    pools = {p["inputs"]["metadata"]["name"]: p["inputs"] for p in r.of_type(tokens.NODE_POOL)}
     assert nodepools.pool_instance_types(pools["inf2"]) == ["inf2.48xlarge"]
     assert nodepools.pool_instance_types(pools["trn1"]) == ["trn1.2xlarge"]
     assert r.outputs["nodePoolNames"] == ["default", "inf2", "trn1"]
@@ -161,7 +129,7 @@ def test_network_zones_prefer_zones_that_also_sell_the_pool_types(prod: Render) 
     # us-east-1 in the mocks: inf2.8xlarge (the serving type) in use1-az1/2/4/6, trn1 only in use1-az4/6.  With the
     # trn1 pool's types passed to the network after the serving type, az4 and az6 are preferred; without them the
     # three lowest zone IDs (az1, az2, az4) would be chosen and trn1 nodes could launch in one zone only.
-    zones = {s["inputs"]["availabilityZoneId"] for s in prod.of_type("aws:ec2/subnet:Subnet")}
+    zones = {s["inputs"]["availabilityZoneId"] for s in prod.of_type(tokens.SUBNET)}
     assert zones == {"use1-az1", "use1-az4", "use1-az6"}
 
 
@@ -174,20 +142,20 @@ def test_node_role_has_the_worker_policies_and_an_ec2_linux_access_entry(dev: Re
     node = role(dev, "node")
     attached = {
         a["inputs"]["policyArn"].rsplit("/", 1)[-1]
-        for a in dev.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        for a in dev.of_type(tokens.IAM_POLICY_ATTACHMENT)
         if node["urn"] in a["dependencies"]
     }
     assert attached == set(NODE_ROLE_POLICIES)
-    (entry,) = [e for e in dev.of_type("aws:eks/accessEntry:AccessEntry") if e["inputs"]["type"] == "EC2_LINUX"]
+    (entry,) = [e for e in dev.of_type(tokens.EKS_ACCESS_ENTRY) if e["inputs"]["type"] == "EC2_LINUX"]
     assert entry["propertyDependencies"]["principalArn"] == [node["urn"]]
     # every node class names the role (by its physical name, which IAM assigns)
-    names = {c["inputs"]["spec"]["role"] for c in dev.of_type(NODECLASS)}
+    names = {c["inputs"]["spec"]["role"] for c in dev.of_type(tokens.NODE_CLASS)}
     (name,) = names
     assert name.startswith(node["name"])
 
 
 def test_controller_role_is_bound_by_pod_identity_to_the_charts_service_account(dev: Render) -> None:
-    assoc = dev.one("aws:eks/podIdentityAssociation:PodIdentityAssociation", "karpenter-controller")
+    assoc = dev.one(tokens.EKS_POD_IDENTITY, "karpenter-controller")
     values = release(dev, "karpenter")["inputs"]["values"]
     assert assoc["inputs"]["namespace"] == release(dev, "karpenter")["inputs"]["namespace"]
     assert assoc["inputs"]["serviceAccount"] == values["serviceAccount"]["name"]
@@ -247,7 +215,7 @@ def test_controller_policy_is_scoped_to_this_cluster_region_account_node_role_an
     assert "${" not in text
     assert f"kubernetes.io/cluster/{cluster}" in text
     assert ours["AllowAPIServerEndpointDiscovery"]["Resource"] == f"arn:aws:eks:{region}:{ACCOUNT}:cluster/{cluster}"
-    (node_role_name,) = {c["inputs"]["spec"]["role"] for c in dev.of_type(NODECLASS)}
+    (node_role_name,) = {c["inputs"]["spec"]["role"] for c in dev.of_type(tokens.NODE_CLASS)}
     assert ours["AllowPassingInstanceRole"]["Resource"] == f"arn:aws:iam::{ACCOUNT}:role/{node_role_name}"
     (queue,) = dev.of_type("aws:sqs/queue:Queue")
     assert ours["AllowInterruptionQueueActions"]["Resource"].endswith(f":{queue['inputs']['name']}")
@@ -297,12 +265,12 @@ def test_interruption_queue_is_encrypted_tls_only_and_fed_by_every_rule(dev: Ren
 
 def test_the_cluster_security_group_carries_the_discovery_tag(each_stack: Render) -> None:
     (tag,) = each_stack.of_type("aws:ec2/tag:Tag")
-    (eks,) = each_stack.of_type("eks:index:Cluster")
+    (eks,) = each_stack.of_type(tokens.EKS_COMPONENT)
     assert tag["inputs"]["key"] == nodepools.DISCOVERY_TAG
     assert tag["inputs"]["value"] == each_stack.outputs["clusterName"]
     assert tag["inputs"]["resourceId"].startswith("sg-")
     assert eks["urn"] in tag["propertyDependencies"]["resourceId"]
-    for nc in each_stack.of_type(NODECLASS):
+    for nc in each_stack.of_type(tokens.NODE_CLASS):
         assert nc["inputs"]["spec"]["securityGroupSelectorTerms"] == [
             {"tags": {nodepools.DISCOVERY_TAG: each_stack.outputs["clusterName"]}}
         ]
@@ -313,9 +281,7 @@ def test_the_cluster_security_group_carries_the_discovery_tag(each_stack: Render
 def test_private_subnets_carry_the_discovery_tag_the_node_classes_select(stack: str) -> None:
     r = rendered(stack)
     cluster = r.outputs["clusterName"]
-    tagged = [
-        s for s in r.of_type("aws:ec2/subnet:Subnet") if (s["inputs"].get("tags") or {}).get("karpenter.sh/discovery")
-    ]
+    tagged = [s for s in r.of_type(tokens.SUBNET) if (s["inputs"].get("tags") or {}).get("karpenter.sh/discovery")]
     assert tagged and all(s["inputs"]["tags"]["karpenter.sh/discovery"] == cluster for s in tagged)
 
 
@@ -323,5 +289,5 @@ def test_nodes_karpenter_launches_carry_the_stack_tags(each_stack: Render) -> No
     (provider,) = each_stack.of_type("pulumi:providers:aws")
     tags = json.loads(provider["inputs"]["defaultTags"])["tags"]
     assert tags["project"] == "eks-neuron-llm"
-    for nc in each_stack.of_type(NODECLASS):
+    for nc in each_stack.of_type(tokens.NODE_CLASS):
         assert nc["inputs"]["spec"]["tags"] == tags

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from infra import tokens
 from infra.kuberay import KUBERAY_REPOSITORY, KUBERAY_VERSION, NAMESPACE, chart_values
 from tools.render import Render
 from tools.schemas import chart_values as vendored_values
@@ -30,7 +31,7 @@ def test_operator_runs_on_the_system_nodes(dev: Render) -> None:
     for key, value in system_placement().items():
         assert values[key] == value
     record = dev.by_urn(operator(dev)["urn"])
-    (node_group,) = dev.of_type("aws:eks/nodeGroup:NodeGroup")
+    (node_group,) = dev.of_type(tokens.EKS_NODE_GROUP)
     assert node_group["urn"] in record["dependencies"]
 
 

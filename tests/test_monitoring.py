@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from infra import monitoring as infra_monitoring
+from infra import tokens
 from infra.config import ConfigError, parse
 from tools.render import Render, stack_config
 from workloads import monitoring, rayservice
@@ -88,16 +89,12 @@ def test_alerts_go_to_an_encrypted_topic_alertmanager_may_only_publish_to(dev: R
     (topic,) = dev.of_type("aws:sns/topic:Topic")
     assert topic["inputs"]["kmsMasterKeyId"] == "alias/aws/sns"
     assert dev.of_type("aws:sns/topicSubscription:TopicSubscription") == []
-    policies = [
-        p for p in dev.of_type("aws:iam/rolePolicy:RolePolicy") if p["name"] == "monitoring-alertmanager-inline"
-    ]
+    policies = [p for p in dev.of_type(tokens.IAM_ROLE_POLICY) if p["name"] == "monitoring-alertmanager-inline"]
     (policy,) = policies
     statements = json.loads(policy["inputs"]["policy"])["Statement"]
     assert [(s["Action"], s["Resource"].split(":")[2]) for s in statements] == [("sns:Publish", "sns")]
     (association,) = [
-        a
-        for a in dev.of_type("aws:eks/podIdentityAssociation:PodIdentityAssociation")
-        if a["inputs"]["serviceAccount"] == monitoring.ALERTMANAGER
+        a for a in dev.of_type(tokens.EKS_POD_IDENTITY) if a["inputs"]["serviceAccount"] == monitoring.ALERTMANAGER
     ]
     assert association["inputs"]["namespace"] == monitoring.NAMESPACE
     receiver = yaml.safe_load(objects(dev, "ConfigMap")[manifests.ALERTMANAGER_CONFIG]["data"]["alertmanager.yml"])

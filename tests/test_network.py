@@ -6,13 +6,12 @@ import ipaddress
 
 import pytest
 
+from infra import tokens
 from infra.network import Zone, ZoneSelectionError, choose_zones, plan_subnets
 from tools.render import MOCK_OFFERINGS, Render
 
 from .conftest import rendered
 
-SUBNET = "aws:ec2/subnet:Subnet"
-NAT = "aws:ec2/natGateway:NatGateway"
 RT = "aws:ec2/routeTable:RouteTable"
 
 ZONES = [Zone("r-a", "z1"), Zone("r-b", "z2"), Zone("r-c", "z3"), Zone("r-d", "z4")]
@@ -49,7 +48,7 @@ def test_subnet_plan_fits_in_the_vpc_without_overlap(cidr: str, count: int) -> N
 
 
 def _subnets(r: Render, kind: str) -> list[dict]:
-    return [s for s in r.of_type(SUBNET) if f"-{kind}-" in s["name"]]
+    return [s for s in r.of_type(tokens.SUBNET) if f"-{kind}-" in s["name"]]
 
 
 @pytest.mark.parametrize(("stack", "count"), [("dev", 2), ("prod", 3)])
@@ -62,7 +61,7 @@ def test_one_public_and_one_private_subnet_per_zone(stack: str, count: int) -> N
 
 
 def test_subnets_only_use_zones_that_sell_inf2(each_stack: Render) -> None:
-    for s in each_stack.of_type(SUBNET):
+    for s in each_stack.of_type(tokens.SUBNET):
         assert s["inputs"]["availabilityZoneId"] in MOCK_OFFERINGS["inf2"]
 
 
@@ -83,16 +82,17 @@ def test_subnet_tags_for_load_balancers_and_karpenter_discovery(each_stack: Rend
 )
 def test_nat_gateway_count_follows_the_mode(mode: str, zones: str, nats: int) -> None:
     r = rendered("dev", natGateways=mode, availabilityZoneCount=zones)
-    assert len(r.of_type(NAT)) == nats
+    assert len(r.of_type(tokens.NAT_GATEWAY)) == nats
     assert len(r.of_type("aws:ec2/eip:Eip")) == nats
 
 
 def test_per_az_nat_keeps_each_zone_on_its_own_gateway(prod: Render) -> None:
-    nat_subnet = {n["inputs"]["allocationId"]: n for n in prod.of_type(NAT)}
+    nat_subnet = {n["inputs"]["allocationId"]: n for n in prod.of_type(tokens.NAT_GATEWAY)}
     assert len(nat_subnet) == 3
     private_rts = [rt for rt in prod.of_type(RT) if "-private-" in rt["name"]]
     nat_urn_by_zone = {
-        n["name"].rsplit("-", 2)[-2] + "-" + n["name"].rsplit("-", 1)[-1]: n["urn"] for n in prod.of_type(NAT)
+        n["name"].rsplit("-", 2)[-2] + "-" + n["name"].rsplit("-", 1)[-1]: n["urn"]
+        for n in prod.of_type(tokens.NAT_GATEWAY)
     }
     for rt in private_rts:
         zone = rt["name"].split("-private-")[1]

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from infra import tokens
 from infra.config import EKS_VERSIONS
 from infra.neuron import KUBE_SCHEDULER_TAGS, NEURON_CHART, NEURON_CHART_VERSION, chart_values, scheduler_tag
 from tools.render import Render
@@ -100,6 +101,6 @@ def test_the_rendered_scheduler_follows_the_configured_cluster_version() -> None
 
 
 def test_the_chart_waits_for_the_system_nodes(dev: Render) -> None:
-    (rel,) = [x for x in dev.of_type("kubernetes:helm.sh/v3:Release") if x["inputs"]["name"] == "neuron-helm-chart"]
-    (ng,) = dev.of_type("aws:eks/nodeGroup:NodeGroup")
+    (rel,) = [x for x in dev.of_type(tokens.HELM_RELEASE) if x["inputs"]["name"] == "neuron-helm-chart"]
+    (ng,) = dev.of_type(tokens.EKS_NODE_GROUP)
     assert ng["urn"] in rel["dependencies"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from infra import tokens
 from infra.observability import ADDON, AGENT_SERVICE_ACCOUNT, addon_values
 from tools.render import Render
 from tools.schemas import chart_values, helm_value_problems
@@ -14,7 +15,7 @@ CHART_VALUES = "amazon-cloudwatch-observability-6.4.0.values.yaml"
 
 
 def addon(r: Render) -> dict[str, Any]:
-    (a,) = [x for x in r.of_type("aws:eks/addon:Addon") if x["inputs"]["addonName"] == ADDON]
+    (a,) = [x for x in r.of_type(tokens.EKS_ADDON) if x["inputs"]["addonName"] == ADDON]
     return a
 
 
@@ -32,12 +33,12 @@ def test_addon_is_pinned_and_uses_a_pod_identity_role_with_the_agent_policy(each
     assert a["addonVersion"] == f"v0.0.0-default-for-{each_stack.config['eks-neuron-llm:clusterVersion']}-eksbuild.1"
     (assoc,) = a["podIdentityAssociations"]
     assert assoc["serviceAccount"] == AGENT_SERVICE_ACCOUNT
-    (role,) = [r for r in each_stack.of_type("aws:iam/role:Role") if r["name"] == "observability-agent"]
+    (role,) = [r for r in each_stack.of_type(tokens.IAM_ROLE) if r["name"] == "observability-agent"]
     trust = json.loads(role["inputs"]["assumeRolePolicy"])
     assert trust["Statement"][0]["Principal"] == {"Service": "pods.eks.amazonaws.com"}
     attached = [
         x["inputs"]["policyArn"]
-        for x in each_stack.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        for x in each_stack.of_type(tokens.IAM_POLICY_ATTACHMENT)
         if role["urn"] in x["dependencies"]
     ]
     assert attached == ["arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"]
@@ -72,10 +73,10 @@ def test_daemonsets_tolerate_the_neuron_and_system_taints(dev: Render) -> None:
 
 
 def test_addon_waits_for_the_system_nodes_and_the_default_pool(dev: Render) -> None:
-    (ng,) = dev.of_type("aws:eks/nodeGroup:NodeGroup")
+    (ng,) = dev.of_type(tokens.EKS_NODE_GROUP)
     deps = addon(dev)["dependencies"]
     assert ng["urn"] in deps
-    (pool,) = [p for p in dev.of_type("kubernetes:karpenter.sh/v1:NodePool") if p["name"].endswith("-default")]
+    (pool,) = [p for p in dev.of_type(tokens.NODE_POOL) if p["name"].endswith("-default")]
     assert pool["urn"] in deps
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from infra import tokens
 from policy.rules import image_problem
 from tools.render import Render, _hex
 from workloads import openwebui
@@ -100,7 +101,7 @@ def test_deployment_waits_for_its_secret_volume_and_pool(dev: Render) -> None:
     deps = set(record["dependencies"])
     assert dev.one("kubernetes:core/v1:Secret", "openwebui-secret")["urn"] in deps
     assert dev.one("kubernetes:core/v1:PersistentVolumeClaim", "openwebui-data")["urn"] in deps
-    assert dev.one("kubernetes:karpenter.sh/v1:NodePool", "karpenter-nodepool-default")["urn"] in deps
+    assert dev.one(tokens.NODE_POOL, "karpenter-nodepool-default")["urn"] in deps
 
 
 def test_chats_go_out_without_native_tool_calls(dev: Render) -> None:

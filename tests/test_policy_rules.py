@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from infra import tokens
 from policy.rules import RESOURCE_RULES, RecordArgs, from_record, image_problem
 from policy.stack_rules import STACK_RULES
 from tools.render import Render
@@ -66,10 +67,10 @@ def test_unencrypted_storage_class(dev: Render) -> None:
     assert violations(sc) == ['ebs-encrypted: EBS StorageClass does not set parameters.encrypted: "true"']
 
 
-@pytest.mark.parametrize("typ", ["aws:eks/cluster:Cluster", "eks:index:Cluster"])
+@pytest.mark.parametrize("typ", [tokens.EKS_CLUSTER, tokens.EKS_COMPONENT])
 def test_control_plane_without_secret_encryption_or_logs(dev: Render, typ: str) -> None:
     c = record(dev, typ)
-    if typ == "eks:index:Cluster":
+    if typ == tokens.EKS_COMPONENT:
         c["inputs"].pop("encryptionConfigKeyArn")
     else:
         c["inputs"]["encryptionConfig"] = None
@@ -81,13 +82,13 @@ def test_control_plane_without_secret_encryption_or_logs(dev: Render, typ: str) 
 
 
 def test_open_public_endpoint_is_a_violation_only_in_prod(prod: Render, dev: Render) -> None:
-    c = record(prod, "aws:eks/cluster:Cluster")
+    c = record(prod, tokens.EKS_CLUSTER)
     c["inputs"]["vpcConfig"]["publicAccessCidrs"] = ["0.0.0.0/0"]
     assert violations(c) == [
         "eks-public-endpoint: the public EKS endpoint is open to the internet in a prod stack; set publicAccessCidrs"
     ]
-    assert violations(record(dev, "aws:eks/cluster:Cluster")) == []  # dev is open by default, and allowed
-    assert violations(record(dev, "aws:eks/cluster:Cluster"), {"prodStacks": ["dev"]})
+    assert violations(record(dev, tokens.EKS_CLUSTER)) == []  # dev is open by default, and allowed
+    assert violations(record(dev, tokens.EKS_CLUSTER), {"prodStacks": ["dev"]})
 
 
 def test_open_ingress_only_for_tagged_load_balancers() -> None:
@@ -115,7 +116,7 @@ def test_unencrypted_queue_and_open_bucket() -> None:
         "inputs": {"blockPublicAcls": True, "blockPublicPolicy": True, "ignorePublicAcls": True},
     }
     assert violations(pab) == ["s3-public-access-block: bucket public access block leaves restrictPublicBuckets off"]
-    bucket = {"type": "aws:s3/bucket:Bucket", "name": "artifacts", "urn": "urn:b", "inputs": {}}
+    bucket = {"type": tokens.S3_BUCKET, "name": "artifacts", "urn": "urn:b", "inputs": {}}
     assert stack_violations([bucket]) == [
         "s3-encrypted-and-private: bucket artifacts has no server-side encryption configuration",
         "s3-encrypted-and-private: bucket artifacts has no public access block",
@@ -156,7 +157,7 @@ def test_cost_guard_caps_accelerator_devices() -> None:
     def pool(name: str, devices: str | None) -> dict[str, Any]:
         limits = {"cpu": "100"} | ({"aws.amazon.com/neuron": devices} if devices else {})
         return {
-            "type": "kubernetes:karpenter.sh/v1:NodePool",
+            "type": tokens.NODE_POOL,
             "name": name,
             "urn": name,
             "inputs": {
@@ -208,7 +209,7 @@ def test_an_unencrypted_or_open_gcs_store_is_a_violation(prod: Render) -> None:
 
 def test_an_unencrypted_image_repository_is_a_violation(dev: Render) -> None:
     for name in ("serving-image", "serving-build-base"):
-        repo = copy.deepcopy(dev.one("aws:ecr/repository:Repository", name))
+        repo = copy.deepcopy(dev.one(tokens.ECR_REPOSITORY, name))
         assert violations(repo) == []
         repo["inputs"].pop("encryptionConfigurations")
         assert violations(repo) == [
@@ -217,7 +218,7 @@ def test_an_unencrypted_image_repository_is_a_violation(dev: Render) -> None:
 
 
 def test_a_public_or_unencrypted_builder_is_a_violation(dev: Render) -> None:
-    project = record(dev, "aws:codebuild/project:Project")
+    project = record(dev, tokens.CODEBUILD_PROJECT)
     assert violations(project) == []
     project["inputs"]["projectVisibility"] = "PUBLIC_READ"
     project["inputs"]["logsConfig"]["s3Logs"] = {"status": "ENABLED", "encryptionDisabled": True}
@@ -230,7 +231,7 @@ def test_a_public_or_unencrypted_builder_is_a_violation(dev: Render) -> None:
 
 
 def test_public_build_sources_or_an_open_registry_policy_are_violations(dev: Render) -> None:
-    source = record(dev, "aws:s3/bucketObjectv2:BucketObjectv2")
+    source = record(dev, tokens.S3_OBJECT)
     assert violations(source) == []
     source["inputs"]["acl"] = "public-read"
     assert violations(source) == ["no-public-images-or-builds: S3 object has the public ACL public-read"]

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from infra import tokens
 from policy.proof import machines, run, summary, validate
 from tools.render import Render
 from tools.render import summary as render_summary
@@ -151,7 +152,7 @@ def test_device_plugin_that_never_reaches_the_accelerator_nodes(dev: Render) -> 
         if "neuron" in str(o.get("chart")):
             o["values"]["devicePlugin"]["tolerations"] = []
 
-    resources = mutate(dev, lambda x: x["type"] == "kubernetes:helm.sh/v3:Release", no_tolerations)
+    resources = mutate(dev, lambda x: x["type"] == tokens.HELM_RELEASE, no_tolerations)
     found = verdicts(resources)
     plugin = found["HelmRelease neuron-helm-chart device plugin"]
     assert not plugin.ok and "Neuron DaemonSet does not land there" in plugin.message()
@@ -165,7 +166,7 @@ def test_a_controller_that_no_longer_tolerates_the_system_taint(dev: Render, cha
         if str(o.get("chart")).endswith("/" + chart) or o.get("chart") == chart:
             o["values"]["tolerations"] = []
 
-    resources = mutate(dev, lambda x: x["type"] == "kubernetes:helm.sh/v3:Release", change)
+    resources = mutate(dev, lambda x: x["type"] == tokens.HELM_RELEASE, change)
     v = pod_named(resources, f"HelmRelease {chart}")
     assert not v.ok
     assert "NodeGroup system: taint CriticalAddonsOnly=true:NoSchedule not tolerated" in v.message()

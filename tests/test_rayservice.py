@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from infra import tokens
 from policy.scheduling import DeclaredOverhead, Machine, PodTemplate, node_sources, pod_templates, prove
 from tools.render import Render
 from tools.schemas import custom_resource_problems
@@ -34,11 +35,9 @@ from workloads.serve.settings import (
 
 from .conftest import REPO, preset_overrides, rendered
 
-RAYSERVICE = "kubernetes:ray.io/v1:RayService"
-
 
 def rs(r: Render) -> dict[str, Any]:
-    (record,) = r.of_type(RAYSERVICE)
+    (record,) = r.of_type(tokens.RAY_SERVICE)
     return record
 
 
@@ -223,7 +222,7 @@ def _all_keys(node: Any) -> list[str]:
 
 
 def test_artifact_cache_uri_points_at_the_stack_bucket(dev: Render) -> None:
-    (bucket,) = dev.of_type("aws:s3/bucket:Bucket")
+    (bucket,) = dev.of_type(tokens.S3_BUCKET)
     args = serve_config(dev)["applications"][0]["args"]
     name = dev.outputs["artifactBucketName"]
     assert args["artifact_cache_uri"] == f"s3://{name}/neuron-artifacts"
@@ -422,10 +421,10 @@ def test_rayservice_waits_for_the_operator_and_what_its_pods_mount(dev: Render) 
     for typ, name in [
         ("kubernetes:core/v1:ConfigMap", "serving-code"),
         ("kubernetes:core/v1:ServiceAccount", "serving-worker"),
-        ("aws:eks/podIdentityAssociation:PodIdentityAssociation", "serving-worker"),
+        (tokens.EKS_POD_IDENTITY, "serving-worker"),
         # The artifact-cache permissions behind those credentials: a replica's first restore needs them.
-        ("aws:iam/rolePolicy:RolePolicy", "serving-worker-inline"),
-        ("kubernetes:karpenter.sh/v1:NodePool", "karpenter-nodepool-inf2"),
+        (tokens.IAM_ROLE_POLICY, "serving-worker-inline"),
+        (tokens.NODE_POOL, "karpenter-nodepool-inf2"),
     ]:
         assert dev.one(typ, name)["urn"] in deps, name
 
@@ -512,7 +511,7 @@ def test_workers_ask_for_the_key_from_its_secret_and_the_args_require_it(each_st
     assert secret["stringData"] == {ref["key"]: "[secret]"}
     key = each_stack.one("random:index/randomPassword:RandomPassword", "serving-api-key")["inputs"]
     assert key["length"] >= 32
-    (rs_record,) = each_stack.of_type(RAYSERVICE)
+    (rs_record,) = each_stack.of_type(tokens.RAY_SERVICE)
     secret_urn = each_stack.one("kubernetes:core/v1:Secret", "serving-api-key")["urn"]
     assert secret_urn in rs_record["dependencies"]  # named, not referenced: the workers must not start without it
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from infra import tokens
 from policy.scheduling import (
     Machine,
     allocatable,
@@ -81,7 +82,7 @@ def stack() -> list[dict[str, Any]]:
     neuron_taint = {k: NEURON_TOLERATION[k] for k in ("key", "value", "effect")}
     return [
         {
-            "type": "aws:eks/nodeGroup:NodeGroup",
+            "type": tokens.EKS_NODE_GROUP,
             "name": "system",
             "urn": "ng",
             "inputs": {

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from infra import tokens
 from infra.image import base_image
 from infra.serving import (
     ARTIFACT_PREFIX,
@@ -52,30 +53,30 @@ def test_artifact_bucket_is_encrypted_private_owner_enforced_and_tls_only(dev: R
 
 
 def test_artifact_bucket_outlives_the_stack_only_in_prod(dev: Render, prod: Render) -> None:
-    assert dev.one("aws:s3/bucket:Bucket", "serving-artifacts")["retainOnDelete"] is False
-    assert dev.one("aws:s3/bucket:Bucket", "serving-artifacts")["inputs"]["forceDestroy"] is True
-    assert prod.one("aws:s3/bucket:Bucket", "serving-artifacts")["retainOnDelete"] is True
-    assert prod.one("aws:s3/bucket:Bucket", "serving-artifacts")["inputs"]["forceDestroy"] is False
+    assert dev.one(tokens.S3_BUCKET, "serving-artifacts")["retainOnDelete"] is False
+    assert dev.one(tokens.S3_BUCKET, "serving-artifacts")["inputs"]["forceDestroy"] is True
+    assert prod.one(tokens.S3_BUCKET, "serving-artifacts")["retainOnDelete"] is True
+    assert prod.one(tokens.S3_BUCKET, "serving-artifacts")["inputs"]["forceDestroy"] is False
 
 
 def test_worker_role_reaches_only_the_artifact_and_weights_prefixes(dev: Render) -> None:
-    bucket = dev.one("aws:s3/bucket:Bucket", "serving-artifacts")["inputs"]
+    bucket = dev.one(tokens.S3_BUCKET, "serving-artifacts")["inputs"]
     arn = f"arn:aws:s3:::{dev.outputs['artifactBucketName']}"
-    doc = json.loads(inputs(dev, "aws:iam/rolePolicy:RolePolicy", "serving-worker-inline")["policy"])
+    doc = json.loads(inputs(dev, tokens.IAM_ROLE_POLICY, "serving-worker-inline")["policy"])
     assert doc == artifact_policy(arn)
     resources = [s["Resource"] for s in doc["Statement"]]
     assert resources == [arn, [f"{arn}/{ARTIFACT_PREFIX}/*", f"{arn}/{WEIGHTS_PREFIX}/*"]] and bucket
     actions = {a for s in doc["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
     assert actions == {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"}
-    trust = json.loads(inputs(dev, "aws:iam/role:Role", "serving-worker")["assumeRolePolicy"])
+    trust = json.loads(inputs(dev, tokens.IAM_ROLE, "serving-worker")["assumeRolePolicy"])
     assert trust["Statement"][0]["Principal"] == {"Service": "pods.eks.amazonaws.com"}
 
 
 def test_pod_identity_binds_the_role_to_the_workers_service_account(dev: Render) -> None:
-    record = dev.one("aws:eks/podIdentityAssociation:PodIdentityAssociation", "serving-worker")
+    record = dev.one(tokens.EKS_POD_IDENTITY, "serving-worker")
     assoc = record["inputs"]
     assert (assoc["namespace"], assoc["serviceAccount"]) == ("vllm", rayservice.WORKER_SERVICE_ACCOUNT)
-    assert record["propertyDependencies"]["roleArn"] == [dev.one("aws:iam/role:Role", "serving-worker")["urn"]]
+    assert record["propertyDependencies"]["roleArn"] == [dev.one(tokens.IAM_ROLE, "serving-worker")["urn"]]
     (rs,) = [m for m in dev.manifests() if m["kind"] == "RayService"]
     worker = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
     assert worker["serviceAccountName"] == assoc["serviceAccount"]
@@ -98,7 +99,7 @@ def test_every_worker_prefix_has_its_incomplete_uploads_cleaned_up(dev: Render) 
 
 
 def test_image_repository_is_immutable_scanned_and_pruned(dev: Render) -> None:
-    repo = inputs(dev, "aws:ecr/repository:Repository", "serving-image")
+    repo = inputs(dev, tokens.ECR_REPOSITORY, "serving-image")
     assert repo["imageTagMutability"] == "IMMUTABLE"
     assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
     lifecycle = json.loads(inputs(dev, "aws:ecr/lifecyclePolicy:LifecyclePolicy", "serving-image")["policy"])
@@ -227,6 +228,6 @@ def test_the_base_image_as_serving_image_is_flagged_and_the_default_and_a_built_
 
 def test_bucket_and_repository_names_are_lowercase_whatever_the_cluster_name() -> None:
     r = rendered("dev", clusterName="Eks-Neuron-LLM-Dev")
-    bucket = r.one("aws:s3/bucket:Bucket", "serving-artifacts")["inputs"]
+    bucket = r.one(tokens.S3_BUCKET, "serving-artifacts")["inputs"]
     assert bucket["bucketPrefix"] == "eks-neuron-llm-dev-artifacts-"
-    assert r.one("aws:ecr/repository:Repository", "serving-image")["inputs"]["name"] == "eks-neuron-llm-dev/serving"
+    assert r.one(tokens.ECR_REPOSITORY, "serving-image")["inputs"]["name"] == "eks-neuron-llm-dev/serving"

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
+from infra import tokens
 from tools.render import Render
 from tools.render import summary as render_summary
 from tools.timeline import (
@@ -104,7 +105,7 @@ def test_waiting_on_a_component_waits_for_its_children_and_remote_children_inher
         _record(u + "bigone", "t:mid", parent=u + "comp"),  # 50 s (the name matches "big")
         _record(u + "other", "t:mid", parent=u + "comp", deps=(u + "remote",)),  # 5 s after cp
         # waits for the component, so for both children
-        _record(u + "rs", "kubernetes:ray.io/v1:RayService", deps=(u + "comp",)),  # default 1 s
+        _record(u + "rs", tokens.RAY_SERVICE, deps=(u + "comp",)),  # default 1 s
     ]
     r = Render("s", {}, resources, {}, 0.0)
     model, rs = deploy_model(r, SYNTHETIC)
@@ -150,11 +151,11 @@ def test_the_gcs_store_is_modeled_and_stays_off_the_cold_path(prod: Render) -> N
 def test_the_table_covers_the_long_running_types(dev: Render) -> None:
     d = load_durations()
     for typ in (
-        "aws:eks/cluster:Cluster",
-        "aws:eks/nodeGroup:NodeGroup",
-        "aws:ec2/natGateway:NatGateway",
-        "aws:eks/addon:Addon",
-        "kubernetes:helm.sh/v3:Release",
+        tokens.EKS_CLUSTER,
+        tokens.EKS_NODE_GROUP,
+        tokens.NAT_GATEWAY,
+        tokens.EKS_ADDON,
+        tokens.HELM_RELEASE,
     ):
         assert typ in {e["type"] for e in d.resources}, typ
         assert any(x["type"] == typ for x in dev.resources), f"{typ} is not in the render any more"
@@ -234,7 +235,7 @@ def test_the_model_follows_the_graph_a_slow_nat_gateway_moves_onto_the_path(dev:
     d = load_durations()
     slow = Durations(
         d.default_seconds,
-        ({"type": "aws:ec2/natGateway:NatGateway", "seconds": 3600}, *d.resources),
+        ({"type": tokens.NAT_GATEWAY, "seconds": 3600}, *d.resources),
         d.phases,
     )
     names = _path_names([label for label, _, _ in timeline(dev, slow).cold.steps])
@@ -283,7 +284,7 @@ def test_a_build_slower_than_its_slack_would_move_onto_the_path(dev: Render) -> 
     assert t.image_build is not None
     slow = Durations(
         d.default_seconds,
-        ({"type": "pulumi-python:dynamic/image:ServingImageBuild", "seconds": 3600}, *d.resources),
+        ({"type": tokens.SERVING_IMAGE_BUILD, "seconds": 3600}, *d.resources),
         d.phases,
     )
     s = timeline(dev, slow)
