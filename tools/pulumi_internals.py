@@ -19,6 +19,7 @@ and not as an obscure error in every test of the render.
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Awaitable, Callable
 from importlib.metadata import version
 from typing import Any, TypeVar
@@ -89,7 +90,14 @@ def make_monitor(mocks: Any) -> Any:
         def __init__(self) -> None:
             super().__init__(mocks)
             self.records: list[dict[str, Any]] = []
-            self.registering = ""
+            # Per thread: the SDK sends registrations from a thread pool, and a mock reads this while its own
+            # registration is in flight; one shared attribute let another thread's URN through (a child of the EKS
+            # component parented to whatever registered meanwhile: a render that differed from run to run).
+            self._registering = threading.local()
+
+        @property
+        def registering(self) -> str:
+            return str(getattr(self._registering, "urn", ""))
 
         def add_resource(self, urn: str, rid: str, state: dict[str, Any], *, parent: str) -> None:
             """A child a remote component creates inside its provider: recorded so the graph has no dangling URN."""
@@ -116,7 +124,7 @@ def make_monitor(mocks: Any) -> Any:
             )
 
         def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
-            self.registering = self.make_urn(request.parent, request.type, request.name)
+            self._registering.urn = self.make_urn(request.parent, request.type, request.name)
             response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
             if request.type != "pulumi:pulumi:Stack":
                 self.records.append(
