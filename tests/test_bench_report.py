@@ -107,8 +107,8 @@ def test_the_command_line_fails_with_one_line(tmp_path: Path, capsys: pytest.Cap
     assert capsys.readouterr().err.strip() == f"bench_report: {tmp_path}: no result files (*.json)"
 
 
-def test_overhead_verdict_holds_the_serve_path_to_its_targets() -> None:
-    from tools.bench_overhead import summarise, verdict
+def test_overhead_verdict_holds_the_project_to_plain_vllm_and_to_the_peer() -> None:
+    from tools.bench_overhead import PEER_THROUGHPUT_TARGET, PEER_TTFT_TARGET, summarise, verdict
 
     plain = summarise([{"p50_ttft_ms": 100, "output_throughput": 500, "p50_tpot_ms": 4, "p50_itl_ms": 4}] * 3)
     fine = verdict(plain, {**plain, "ttft_p50_ms": 109.0, "output_tokens_per_s": 480.0})
@@ -116,6 +116,13 @@ def test_overhead_verdict_holds_the_serve_path_to_its_targets() -> None:
     slow = verdict(plain, {**plain, "ttft_p50_ms": 111.0, "output_tokens_per_s": 470.0})
     assert not slow["ttft_ok"] and not slow["throughput_ok"]
     assert slow["ttft_p50_ratio"] == pytest.approx(1.11) and slow["throughput_ratio"] == pytest.approx(0.94)
+    # Against the peer the project must be at or ahead: the margins allowed against plain vLLM do not apply.
+    behind = verdict(
+        plain, {**plain, "ttft_p50_ms": 101.0, "output_tokens_per_s": 499.0}, PEER_TTFT_TARGET, PEER_THROUGHPUT_TARGET
+    )
+    assert not behind["ttft_ok"] and not behind["throughput_ok"]
+    level = verdict(plain, plain, PEER_TTFT_TARGET, PEER_THROUGHPUT_TARGET)
+    assert level["ttft_ok"] and level["throughput_ok"]
 
 
 def _round(ttft: float, tput: float, tpot: float = 2.0) -> dict[str, float]:
@@ -140,17 +147,59 @@ def test_overhead_best_rounds_take_each_figure_at_its_best_and_medians_the_middl
 def test_overhead_rounds_alternate_abba_and_ratios_pair_rounds() -> None:
     from tools.bench_overhead import order, per_round_ratios
 
-    assert [order(i) for i in range(4)] == [
-        ("plain", "serve"),
-        ("serve", "plain"),
-        ("plain", "serve"),
-        ("serve", "plain"),
+    assert [order(i) for i in range(3)] == [
+        ("plain", "project", "peer"),
+        ("peer", "project", "plain"),
+        ("plain", "project", "peer"),
     ]
-    ratios = per_round_ratios(
-        {"plain": [_round(10, 1000), _round(20, 500)], "serve": [_round(11, 950), _round(10, 600)]}
-    )
+    assert [order(i, ("plain", "project")) for i in range(2)] == [("plain", "project"), ("project", "plain")]
+    runs = {
+        "plain": [_round(10, 1000), _round(20, 500)],
+        "project": [_round(11, 950), _round(10, 600)],
+        "peer": [_round(22, 1900), _round(5, 300)],
+    }
+    ratios = per_round_ratios(runs)
     assert ratios["ttft_p50"] == pytest.approx([1.1, 0.5])
     assert ratios["throughput"] == pytest.approx([0.95, 1.2])
+    assert per_round_ratios(runs, "peer") == {
+        "ttft_p50": pytest.approx([0.5, 2.0]),
+        "throughput": pytest.approx([0.5, 2.0]),
+    }
+
+
+def test_overhead_result_compares_the_project_with_each_arm_that_ran() -> None:
+    from tools.bench_overhead import report, result
+
+    runs = {
+        "plain": [_round(20, 1000), _round(40, 800)],
+        "project": [_round(10, 1100), _round(12, 1000)],
+        "peer": [_round(50, 1050), _round(60, 1000)],
+    }
+    out = result(runs, {"RAY_SERVE_ENABLE_HA_PROXY": "1"})
+    best = out["best"]
+    assert (best["project"]["ttft_p50_ms"], best["peer"]["output_tokens_per_s"]) == (10, 1050)
+    assert best["vs_plain"]["ttft_p50_ratio"] == pytest.approx(0.5)
+    assert best["vs_peer"]["ttft_p50_ratio"] == pytest.approx(0.2)
+    assert best["vs_peer"]["throughput_ratio"] == pytest.approx(1100 / 1050)
+    assert out["median"]["vs_peer"]["throughput_ratio"] == pytest.approx(1050 / 1025)
+    assert out["target_met"] == {"vs_plain": True, "vs_peer": True}
+    assert out["per_round_ratios"]["vs_peer"]["ttft_p50"] == pytest.approx([0.2, 0.2])
+    lines = report(out)
+    assert (
+        "  best project/peer: TTFT p50 ratio 0.200 (target <= 1) ok; throughput ratio 1.048 (target >= 1) ok" in lines
+    )
+    two_arms = result({k: runs[k] for k in ("plain", "project")}, {})
+    assert "vs_peer" not in two_arms["best"] and list(two_arms["target_met"]) == ["vs_plain"]
+
+
+def test_overhead_arms_must_include_the_project_and_known_arms_only() -> None:
+    from tools.bench_overhead import parse_arms
+
+    assert parse_arms("plain,project,peer") == ("plain", "project", "peer")
+    assert parse_arms("project, peer") == ("project", "peer")
+    for bad in ("plain,peer", "project", "project,project", "project,tgi"):
+        with pytest.raises(SystemExit, match=f"--arms '{bad}' is not allowed"):
+            parse_arms(bad)
 
 
 def test_overhead_serve_env_starts_from_the_cluster_and_rejects_other_variables() -> None:
