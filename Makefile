@@ -4,7 +4,7 @@ VENV ?= venv
 PY := $(VENV)/bin/python
 STACK ?= dev
 
-.PHONY: render test lint typecheck unit clean e2e e2e-vllm016 image-proof browser demo bench-local bench-overhead
+.PHONY: render test lint typecheck unit clean e2e faults e2e-vllm016 image-proof browser demo bench-local bench-overhead
 
 SCAN_VENV ?= venv-scan
 
@@ -29,7 +29,7 @@ typecheck: $(VENV)/.installed
 	$(PY) -m mypy
 
 unit: $(VENV)/.installed $(SCAN_VENV)/.installed
-	CHECKOV=$(abspath $(SCAN_VENV))/bin/checkov $(PY) -m pytest -m "not e2e and not browser"
+	CHECKOV=$(abspath $(SCAN_VENV))/bin/checkov $(PY) -m pytest -m "not e2e and not browser and not faults"
 
 test: lint typecheck unit  ## everything CI runs
 
@@ -49,6 +49,11 @@ $(E2E_VENV)/.installed: requirements.txt requirements-dev.txt requirements-e2e.t
 
 e2e: $(E2E_VENV)/.installed  ## the end-to-end tier (real Ray Serve + vLLM CPU engine, tiny local model)
 	$(E2E_VENV)/bin/python -m pytest -m e2e tests/e2e
+
+# The fault tier (tests/e2e/test_faults.py): the same server with its GCS in a TLS Redis (redis-server and openssl
+# from the OS; .ci/run installs them), under faults, overload, bad input and a soak. SOAK_S sets the soak's length.
+faults: $(E2E_VENV)/.installed  ## the fault tier: figures for recovery, refusal and the soak (docs/failure-modes.md)
+	$(E2E_VENV)/bin/python -m pytest -m faults tests/e2e -s
 
 # vLLM 0.16 tier and image dependency proof (tools/image_proof.py): one Python 3.12 venv holding the serving image's
 # packages (vLLM 0.16.0's CPU build, the image's versions of its requirements: workloads/image/base-packages.txt),

@@ -14,7 +14,7 @@ from infra.network import Network, NetworkArgs
 from infra.neuron import Neuron, NeuronArgs
 from infra.observability import Observability, ObservabilityArgs
 from infra.openwebui import OpenWebUI, OpenWebUIArgs, port_forward_command
-from infra.serving import Serving, ServingArgs, port_forward_commands
+from infra.serving import Serving, ServingArgs, api_key_command, port_forward_commands
 from workloads.bench import NAME as BENCH_JOB
 from workloads.bench import NAMESPACE as BENCH_NAMESPACE
 from workloads.presets import PRESETS
@@ -58,6 +58,8 @@ cluster = Cluster(
         public_subnet_ids=network.public_subnet_ids,
         private_egress=network.private_egress,
         retained_storage=cfg.is_prod,
+        # The Ray head gets a security group of its own, the only one the GCS store admits.
+        pod_security_groups=cfg.serving.gcs_fault_tolerance,
     ),
     opts=on_aws,
 )
@@ -119,6 +121,8 @@ serving = Serving(
         protect_data=cfg.is_prod,
         cluster=cluster,
         kuberay=kuberay,
+        vpc_id=network.vpc_id,
+        private_subnet_ids=network.private_subnet_ids,
         capacity=[karpenter.node_pools[SERVING_PRESET.pool], neuron.release],
     ),
     opts=on_aws,
@@ -134,6 +138,7 @@ ui = OpenWebUI(
         storage_class=RETAINED_STORAGE_CLASS if cfg.is_prod else DEFAULT_STORAGE_CLASS,
         protect_data=cfg.is_prod,
         cluster=cluster,
+        api_key=serving.api_key,
         capacity=[karpenter.node_pools[DEFAULT_POOL]],
     ),
     opts=on_aws,
@@ -148,6 +153,7 @@ if cfg.benchmark.enabled:
             cluster_name=cfg.cluster.name,
             model_id=cfg.serving.model_id,
             hf_token=cfg.serving.hf_token,
+            api_key=serving.api_key,
             cluster=cluster,
             artifact_bucket=serving.artifact_bucket,
             target=serving.rayservice,
@@ -177,6 +183,7 @@ pulumi.export("dashboardUrl", observability.dashboard_url)
 pulumi.export("grafanaPortForward", metrics.grafana_port_forward)
 pulumi.export("alertTopicArn", metrics.alert_topic_arn)
 pulumi.export("servingEndpoint", serving.endpoint)
+pulumi.export("servingApiKeyCommand", api_key_command())
 pulumi.export("modelId", serving.model_id)
 pulumi.export("servingImage", serving.image)
 pulumi.export("imageRepositoryUrl", serving.image_repository_url)

@@ -1,8 +1,8 @@
 """Benchmark: the ``vllm bench serve`` sweep as a Job in namespace ``bench`` (only when ``benchmarkEnabled``).
 
 - namespace ``bench`` (the serve NetworkPolicy admits its pods on the Serve port), the sweep script as a ConfigMap,
-  a service account, the HF token Secret when one is configured (gated tokenizers), and the Job
-  (``workloads.bench``);
+  a service account, the serve endpoint's API key Secret, the HF token Secret when one is configured (gated
+  tokenizers), and the Job (``workloads.bench``);
 - with ``benchmarkResultsPrefix`` set: a Pod Identity role that may only write objects under
   ``s3://<artifact bucket>/<prefix>/``, and an upload container that copies the result files there.
 
@@ -22,7 +22,7 @@ import pulumi_kubernetes as k8s
 
 from infra import iam
 from infra.config import BenchmarkConfig
-from infra.serving import hf_token_secret
+from infra.serving import api_key_secret, hf_token_secret
 from workloads import bench, rayservice
 
 if TYPE_CHECKING:
@@ -35,6 +35,8 @@ class BenchmarkArgs:
     cluster_name: str
     model_id: str
     hf_token: pulumi.Output[str] | None
+    # The serve endpoint's API key (secret): copied into a Secret in the bench namespace for the sweep.
+    api_key: pulumi.Input[str]
     cluster: Cluster
     artifact_bucket: aws.s3.Bucket
     # The RayService the Job measures: ordering only (see below).
@@ -68,7 +70,7 @@ class Benchmark(pulumi.ComponentResource):
             automount_service_account_token=False,
             opts=on_k8s,
         )
-        mounted: list[pulumi.Resource] = [service_account]
+        mounted: list[pulumi.Resource] = [service_account, api_key_secret(f"{name}-api-key", ns, args.api_key, on_k8s)]
 
         hf_secret_name: str | None = None
         if args.hf_token is not None:

@@ -27,6 +27,15 @@ ADDONS_BEFORE_NODES: dict[str, dict[str, object]] = {
     "kube-proxy": {},
     "eks-pod-identity-agent": {},
 }
+# EKS security groups for pods (pods selected by a SecurityGroupPolicy get a branch interface with their own security
+# groups; infra/gcs_store.py gives the Ray head the only group its GCS store admits): the VPC CNI manages pod ENIs,
+# "standard" mode keeps NetworkPolicies and node-local traffic as they are, and kubelet probes reach pods on branch
+# interfaces only with TCP early demux off.  The cluster role needs the VPC resource controller's policy.
+POD_ENI_VALUES: dict[str, object] = {
+    "env": {"ENABLE_POD_ENI": "true", "POD_SECURITY_GROUP_ENFORCING_MODE": "standard"},
+    "init": {"env": {"DISABLE_TCP_EARLY_DEMUX": "true"}},
+}
+VPC_RESOURCE_CONTROLLER_POLICY = "AmazonEKSVPCResourceController"
 # Add-ons whose pods must be scheduled somewhere before EKS reports them ACTIVE.
 ADDONS_AFTER_NODES = ("coredns", "aws-ebs-csi-driver")
 EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
@@ -43,6 +52,8 @@ class ClusterArgs:
     private_egress: Sequence[pulumi.Resource] = ()
     # prod: also a StorageClass whose volumes outlive their claims (RETAINED_STORAGE_CLASS), for data worth keeping.
     retained_storage: bool = False
+    # Security groups for pods (POD_ENI_VALUES): on when a pod needs a security group of its own (the GCS store).
+    pod_security_groups: bool = False
 
 
 class Cluster(pulumi.ComponentResource):
@@ -109,8 +120,28 @@ class Cluster(pulumi.ComponentResource):
             )
 
         early = [
-            self._addon(name, cluster_name, cfg.version, addon, values) for addon, values in ADDONS_BEFORE_NODES.items()
+            self._addon(
+                name,
+                cluster_name,
+                cfg.version,
+                addon,
+                {**values, **POD_ENI_VALUES} if addon == "vpc-cni" and args.pod_security_groups else values,
+            )
+            for addon, values in ADDONS_BEFORE_NODES.items()
         ]
+        # What a pod with its own security group needs before it starts and, on destroy, until it is gone (the VPC
+        # resource controller deletes its branch interface with the cluster role's permissions).
+        self.pod_security_groups: tuple[pulumi.Resource, ...] = ()
+        if args.pod_security_groups:
+            self.pod_security_groups = (
+                aws.iam.RolePolicyAttachment(
+                    f"{name}-vpc-resource-controller",
+                    role=eks_cluster.role_arn.apply(lambda arn: arn.rsplit("/", 1)[-1]),
+                    policy_arn=iam.managed_policy_arn(VPC_RESOURCE_CONTROLLER_POLICY),
+                    opts=child,
+                ),
+                *early,
+            )
 
         node_role, node_policies = iam.role_with_policies(
             f"{name}-system-node",

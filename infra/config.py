@@ -118,6 +118,9 @@ class ServingConfig:
     hf_token: pulumi.Output[str] | None
     openwebui_enable_signup: bool
     openwebui_storage_gib: int
+    # GCS fault tolerance: an ElastiCache (Valkey) store the Ray head persists the GCS to, so a head restart does not
+    # restart the Ray cluster (infra/gcs_store.py).  Off in dev (cost), on in prod.
+    gcs_fault_tolerance: bool
 
     @property
     def builds_image(self) -> bool:
@@ -456,6 +459,7 @@ def _serving(r: _Reader, capacity: CapacityConfig) -> ServingConfig:
     token = r.text("hfToken", fallback="")
     signup = r.text("openWebuiEnableSignup", choices=("true", "false"), fallback="false")
     storage = r.integer("openWebuiStorageGiB", 1, 1000, fallback=10)
+    gcs_ft = r.text("gcsFaultTolerance", choices=("true", "false"), fallback="false")
     # Cross-check with capacity: the preset's workers must be launchable by their pool.
     if preset_name:
         _preset_fits_pool(r, presets[preset_name], capacity)
@@ -466,6 +470,7 @@ def _serving(r: _Reader, capacity: CapacityConfig) -> ServingConfig:
         hf_token=pulumi.Output.secret(token) if token else None,
         openwebui_enable_signup=signup == "true",
         openwebui_storage_gib=storage,
+        gcs_fault_tolerance=gcs_ft == "true",
     )
 
 

@@ -16,6 +16,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from infra.serving import api_key_secret
 from workloads import openwebui, rayservice
 
 if TYPE_CHECKING:
@@ -30,6 +31,8 @@ class OpenWebUIArgs:
     protect_data: bool  # prod: the data volume's claim is kept when the stack lets go of it
     # (the volume itself survives only if storage_class reclaims with Retain: RETAINED_STORAGE_CLASS in prod)
     cluster: Cluster
+    # The serve endpoint's API key (secret), copied into a Secret here: the UI sends it as OPENAI_API_KEYS.
+    api_key: pulumi.Input[str]
     # The Karpenter NodePool its pod lands on: Pulumi waits for the Deployment to become ready (see below).
     capacity: Sequence[pulumi.Resource] = field(default_factory=list)
 
@@ -64,6 +67,7 @@ class OpenWebUI(pulumi.ComponentResource):
             string_data={openwebui.SECRET_KEY: key.result.apply(pulumi.Output.secret)},
             opts=on_k8s,
         )
+        api_key = api_key_secret(f"{name}-api-key", ns, args.api_key, on_k8s)
         pvc_obj = objects["pvc"]
         pvc = k8s.core.v1.PersistentVolumeClaim(
             f"{name}-data",
@@ -98,6 +102,7 @@ class OpenWebUI(pulumi.ComponentResource):
                 depends_on=[
                     # Referenced by name from the pod: it must exist before the pod starts.
                     secret,
+                    api_key,
                     pvc,
                     # Pulumi waits for the Deployment to become ready, and its pod only fits on nodes of this pool;
                     # on destroy, the pod goes before the pool that drains its node.

@@ -6,7 +6,10 @@
 - the compiled-artifact bucket: private, encrypted, TLS-only, owner-enforced, incomplete uploads cleaned up;
 - the ECR repository the serving image is pushed to (scan on push, immutable tags, lifecycle policy), and the image
   itself: built in-region by ``infra.image.ServingImage`` unless ``servingImage`` names a prebuilt one;
-- the RayService itself, after the KubeRay operator (its chart installs the CRDs).
+- the RayService itself, after the KubeRay operator (its chart installs the CRDs);
+- the endpoint's API key (``random.RandomPassword``, a Secret the workers' gate reads; ``api_key`` for the other
+  namespaces that call the endpoint), and a PodDisruptionBudget that keeps a serve worker up through node drains;
+- with ``gcsFaultTolerance``: the GCS store (``infra/gcs_store.py``) and the RayService's ``gcsFaultToleranceOptions``.
 
 The compiled-artifact cache: a worker restores the Neuron compile output for its exact inputs (model, engine shape,
 SDK versions; ``workloads/serve/cache.py``) from ``s3://<bucket>/neuron-artifacts/`` before the engine starts, and
@@ -23,10 +26,13 @@ from typing import TYPE_CHECKING, Any, Final
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
+import pulumi_random as random
 
 from infra import iam
 from infra.config import ServingConfig
+from infra.gcs_store import GcsStore, GcsStoreArgs
 from infra.image import ServingImage, ServingImageArgs, base_image, ecr_lifecycle
+from infra.k8s_secret import opaque_secret
 from infra.kuberay import NAMESPACE as KUBERAY_NAMESPACE
 from workloads import monitoring, netpol, presets, rayservice
 
@@ -89,6 +95,28 @@ def base_image_warning(image: str) -> str | None:
     )
 
 
+def api_key_command(namespace: str = rayservice.NAMESPACE) -> str:
+    """How an operator reads the serve endpoint's API key (stack output ``servingApiKeyCommand``)."""
+    return (
+        f"kubectl -n {namespace} get secret {rayservice.API_KEY_SECRET} "
+        f"-o jsonpath='{{.data.{rayservice.API_KEY_SECRET_KEY}}}' | base64 -d"
+    )
+
+
+def api_key_secret(
+    resource_name: str, namespace: pulumi.Input[str], key: pulumi.Input[str], opts: pulumi.ResourceOptions
+) -> k8s.core.v1.Secret:
+    """The serve endpoint's API key as a Secret (the workers' gate, Open WebUI and the benchmark read it)."""
+    return opaque_secret(
+        resource_name,
+        namespace,
+        name=rayservice.API_KEY_SECRET,
+        key=rayservice.API_KEY_SECRET_KEY,
+        value=key,
+        opts=opts,
+    )
+
+
 def port_forward_commands(namespace: str = rayservice.NAMESPACE, name: str = rayservice.NAME) -> dict[str, str]:
     return {
         "serve": f"kubectl -n {namespace} port-forward svc/{rayservice.serve_service_name(name)} 8000:8000",
@@ -103,12 +131,8 @@ def hf_token_secret(
     resource_name: str, namespace: pulumi.Input[str], token: pulumi.Input[str], opts: pulumi.ResourceOptions
 ) -> k8s.core.v1.Secret:
     """The Hugging Face token as the Secret the Ray workers (and the benchmark's tokenizer) read it from."""
-    return k8s.core.v1.Secret(
-        resource_name,
-        metadata=k8s.meta.v1.ObjectMetaArgs(name=rayservice.HF_TOKEN_SECRET, namespace=namespace),
-        type="Opaque",
-        string_data={rayservice.HF_TOKEN_KEY: token},
-        opts=opts,
+    return opaque_secret(
+        resource_name, namespace, name=rayservice.HF_TOKEN_SECRET, key=rayservice.HF_TOKEN_KEY, value=token, opts=opts
     )
 
 
@@ -120,6 +144,9 @@ class ServingArgs:
     protect_data: bool  # prod: the artifact bucket outlives the stack
     cluster: Cluster
     kuberay: KubeRay
+    # Where the GCS store goes (gcsFaultTolerance): the VPC and its private subnets.
+    vpc_id: pulumi.Input[str]
+    private_subnet_ids: pulumi.Input[Sequence[str]]
     # The Karpenter NodePool the workers launch on and the Neuron device plugin release: ordering only (see below).
     capacity: Sequence[pulumi.Resource] = field(default_factory=list)
 
@@ -129,6 +156,9 @@ class Serving(pulumi.ComponentResource):
     artifact_bucket: aws.s3.Bucket
     repository: aws.ecr.Repository
     endpoint: pulumi.Output[str]
+    # The endpoint's API key (secret): other namespaces that call the endpoint make their own Secret of it.
+    api_key: pulumi.Output[str]
+    gcs_store: GcsStore | None
     model_id: pulumi.Output[str]
     image: pulumi.Output[str]  # the image the Ray head and workers run
     image_repository_url: pulumi.Output[str]
@@ -263,6 +293,30 @@ class Serving(pulumi.ComponentResource):
         if cfg.hf_token is not None:
             hf_secret_name = rayservice.HF_TOKEN_SECRET
             secrets.append(hf_token_secret(f"{name}-hf-token", ns, cfg.hf_token, on_k8s))
+        # The endpoint's API key: random, in the stack's encrypted state; `pulumi up --replace` on it rotates it.
+        key = random.RandomPassword(f"{name}-api-key", length=48, special=False, opts=child)
+        self.api_key = key.result.apply(pulumi.Output.secret)
+        secrets.append(api_key_secret(f"{name}-api-key", ns, self.api_key, on_k8s))
+
+        # GCS fault tolerance (prod): the store, its token Secret and the security group policy of the head pods.
+        self.gcs_store = None
+        gcs_ready: list[pulumi.Resource] = []
+        gcs_address: pulumi.Output[str | None] = pulumi.Output.from_input(None)
+        if cfg.gcs_fault_tolerance:
+            self.gcs_store = GcsStore(
+                f"{name}-gcs",
+                GcsStoreArgs(
+                    cluster_name=args.cluster_name,
+                    vpc_id=args.vpc_id,
+                    subnet_ids=args.private_subnet_ids,
+                    cluster_security_group_id=cluster.cluster_security_group_id,
+                    namespace=ns,
+                    provider=cluster.provider,
+                ),
+                opts=child,
+            )
+            gcs_ready = [*self.gcs_store.ready, *cluster.pod_security_groups]
+            gcs_address = self.gcs_store.address
         files = rayservice.serve_code_files()
         code = rayservice.code_configmap(files)
         code_map = k8s.core.v1.ConfigMap(
@@ -282,7 +336,7 @@ class Serving(pulumi.ComponentResource):
             )
 
         # --- The RayService ----------------------------------------------------------------------------------------
-        def build(bucket: str, image: str) -> dict[str, Any]:
+        def build(bucket: str, image: str, address: str | None) -> dict[str, Any]:
             return rayservice.rayservice(
                 rayservice.RayServiceInputs(
                     preset=preset,
@@ -292,13 +346,16 @@ class Serving(pulumi.ComponentResource):
                     code_sha256=rayservice.code_hash(files),
                     artifact_cache_uri=f"s3://{bucket}/{ARTIFACT_PREFIX}",
                     hf_token_secret=hf_secret_name,
+                    gcs_store=rayservice.GcsStore(address) if address else None,
                     # The Ray dashboard's metrics views: Prometheus and Grafana of the monitoring namespace.
                     head_env=monitoring.ray_dashboard_env(),
                 )
             )
 
         # The image is an output of the build when the stack builds it: the RayService waits for the build.
-        manifest = pulumi.Output.all(self.artifact_bucket.bucket, self.image).apply(lambda a: build(a[0], a[1]))
+        manifest = pulumi.Output.all(bucket=self.artifact_bucket.bucket, image=self.image, address=gcs_address).apply(
+            lambda a: build(**a)
+        )
         self.rayservice = k8s.apiextensions.CustomResource(
             f"{name}-rayservice",
             api_version=rayservice.API_VERSION,
@@ -325,8 +382,21 @@ class Serving(pulumi.ComponentResource):
                     # Worker nodes come from this NodePool and advertise devices through the Neuron device plugin;
                     # on destroy, the RayService (and its nodes' pods) go first, while Karpenter can still drain.
                     *args.capacity,
+                    # The head reads the store's token and gets its security group (pod ENIs on, the VPC resource
+                    # controller allowed) before it starts; on destroy it goes first.
+                    *gcs_ready,
                 ],
             ),
+        )
+        budget = rayservice.worker_disruption_budget()
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-workers-pdb",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=budget["metadata"]["name"], namespace=ns, labels=budget["metadata"]["labels"]
+            ),
+            spec=budget["spec"],
+            # Ordering only: on destroy the budget goes before the pool drains, so it can never hold a drain up.
+            opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=list(args.capacity)),
         )
 
         self.endpoint = pulumi.Output.from_input(rayservice.serve_base_url())
@@ -335,6 +405,7 @@ class Serving(pulumi.ComponentResource):
         self.artifact_bucket_name = self.artifact_bucket.bucket
         self.register_outputs(
             {
+                "servingApiKeyCommand": api_key_command(),
                 "servingEndpoint": self.endpoint,
                 "modelId": self.model_id,
                 "servingImage": self.image,

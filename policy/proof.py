@@ -7,7 +7,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from policy.charts import ADDON_DAEMONSETS, addon_pods, chart_pods
-from policy.scheduling import Machine, Verdict, node_sources, packing_problems, pod_templates, prove
+from policy.scheduling import (
+    Machine,
+    Verdict,
+    disruption_problems,
+    node_sources,
+    packing_problems,
+    pod_templates,
+    prove,
+)
 from workloads.instances import INSTANCES
 
 Records = Sequence[Mapping[str, Any]]
@@ -22,13 +30,17 @@ def machines() -> dict[str, Machine]:
 
 
 def run(resources: Records) -> tuple[list[Verdict], list[str]]:
-    """Verdicts for every pod template, and stack-wide problems: unknown charts (unproven pods) and node sources of
-    fixed size that cannot hold, together, the pods that only fit there."""
+    """Verdicts for every pod template, and stack-wide problems: unknown charts (unproven pods), node sources of
+    fixed size that cannot hold, together, the pods that only fit there, and disruption budgets that cannot work."""
     charts, unknown = chart_pods(resources)
     pods = pod_templates(resources) + charts + addon_pods(resources)
     sources = node_sources(resources, machines())
     verdicts = prove(pods, sources, ADDON_DAEMONSETS)
-    return verdicts, unknown + packing_problems(verdicts, sources, ADDON_DAEMONSETS)
+    return verdicts, [
+        *unknown,
+        *packing_problems(verdicts, sources, ADDON_DAEMONSETS),
+        *disruption_problems(resources, verdicts, sources),
+    ]
 
 
 def validate(resources: Records, config: Mapping[str, Any], report: Callable[[str], None]) -> None:

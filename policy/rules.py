@@ -87,6 +87,19 @@ def sqs_encrypted(args: Args, report: Report) -> None:
             report("SQS queue has neither SQS-managed SSE nor a KMS key")
 
 
+def elasticache_encrypted(args: Args, report: Report) -> None:
+    """Redis-compatible stores encrypt at rest, require TLS, and ask for a token (clear text or no auth is refused)."""
+    if args.resource_type != "aws:elasticache/replicationGroup:ReplicationGroup":
+        return
+    p = args.props
+    if not _truthy(p.get("atRestEncryptionEnabled")):
+        report("ElastiCache replication group is not encrypted at rest (atRestEncryptionEnabled)")
+    if not _truthy(p.get("transitEncryptionEnabled")) or p.get("transitEncryptionMode", "required") != "required":
+        report("ElastiCache replication group does not require TLS (transitEncryptionEnabled, transitEncryptionMode)")
+    if not (p.get("authToken") or p.get("authTokenWo") or p.get("userGroupIds")):
+        report("ElastiCache replication group asks for no credentials (authToken or user groups)")
+
+
 def kms_rotation(args: Args, report: Report) -> None:
     if args.resource_type == "aws:kms/key:Key":
         spec = args.props.get("customerMasterKeySpec") or args.props.get("keySpec") or "SYMMETRIC_DEFAULT"
@@ -312,6 +325,11 @@ RESOURCE_RULES: Sequence[Rule] = (
         ebs_encrypted,
     ),
     Rule("sqs-encrypted", "SQS queues use server-side encryption", sqs_encrypted),
+    Rule(
+        "elasticache-encrypted",
+        "ElastiCache stores encrypt at rest, require TLS in transit and an auth token",
+        elasticache_encrypted,
+    ),
     Rule("kms-rotation", "Symmetric KMS keys rotate", kms_rotation),
     Rule("imdsv2-required", "Instances, launch templates and EC2NodeClasses require IMDSv2", imdsv2_required),
     Rule("no-open-ingress", "No security group ingress from 0.0.0.0/0 except load balancers", no_open_ingress),

@@ -49,6 +49,16 @@ KUBERAY_AUTOSCALER_RESOURCES = {
     "limits": {"cpu": "500m", "memory": "512Mi"},
 }
 EFFECTS = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
+# KubeRay 1.7 runs a Job when a RayCluster with Redis-backed GCS fault tolerance is deleted (a NewCluster upgrade,
+# the RayService's deletion): the head's pod template with only the Ray container and these fixed resources
+# (ray-operator raycluster_controller.go buildRedisCleanupJob).
+KUBERAY_REDIS_CLEANUP_RESOURCES = {
+    "requests": {"cpu": "200m", "memory": "256Mi"},
+    "limits": {"cpu": "200m", "memory": "256Mi"},
+}
+# Owners the disruption controller cannot scale (no scale subresource): a PodDisruptionBudget over their pods can
+# only be an integer minAvailable ("Failed to calculate the number of expected pods" otherwise).
+UNSCALABLE_OWNERS = ("RayService", "RayCluster")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -153,6 +163,12 @@ class PodTemplate:
     # Extended resources this DaemonSet makes a node advertise (the Neuron device plugin advertises Neuron devices
     # and cores); a node without it offers none of them.
     provides: tuple[str, ...] = ()
+    # For the disruption-budget check: the pods' namespace and labels, the most replicas they scale to, and the kind
+    # of their owner.
+    namespace: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    max_replicas: int | None = None
+    owner: str = ""
 
     def requests(self) -> dict[str, int]:
         return pod_requests(self.spec)
@@ -506,21 +522,91 @@ def pod_templates(resources: Sequence[Mapping[str, Any]]) -> list[PodTemplate]:
     for kind in ("RayService", "RayCluster"):
         for obj in _inputs(resources, kind):
             cluster = obj["spec"].get("rayClusterConfig", obj["spec"]) if kind == "RayService" else obj["spec"]
-            head = dict(cluster["headGroupSpec"]["template"]["spec"])
+            ns = str((obj.get("metadata") or {}).get("namespace") or "")
+            head_template = cluster["headGroupSpec"]["template"]
+            head = dict(head_template["spec"])
             if cluster.get("enableInTreeAutoscaling"):
                 # KubeRay injects the autoscaler as a sidecar of the head pod.
                 sidecar = (cluster.get("autoscalerOptions") or {}).get("resources") or KUBERAY_AUTOSCALER_RESOURCES
                 head["containers"] = [*head.get("containers", []), {"name": "autoscaler", "resources": sidecar}]
-            out.append(PodTemplate(f"{kind} {_meta_name(obj)} head", head))
+            head_labels = dict((head_template.get("metadata") or {}).get("labels") or {})
+            out.append(
+                PodTemplate(f"{kind} {_meta_name(obj)} head", head, namespace=ns, labels=head_labels, owner=kind)
+            )
+            ft = cluster.get("gcsFaultToleranceOptions")
+            if ft is not None and ft.get("backend", "redis") == "redis":
+                ray_container = {**head_template["spec"]["containers"][0], "resources": KUBERAY_REDIS_CLEANUP_RESOURCES}
+                cleanup = {**head_template["spec"], "containers": [ray_container]}
+                out.append(
+                    PodTemplate(f"{kind} {_meta_name(obj)} Redis cleanup Job", cleanup, namespace=ns, owner="Job")
+                )
             for group in cluster.get("workerGroupSpecs") or []:
                 out.append(
                     PodTemplate(
                         f"{kind} {_meta_name(obj)} worker group {group.get('groupName')}",
                         group["template"]["spec"],
                         replicas=int(group.get("minReplicas") or 0),
+                        namespace=ns,
+                        labels=dict((group["template"].get("metadata") or {}).get("labels") or {}),
+                        max_replicas=int(group["maxReplicas"]) if group.get("maxReplicas") is not None else None,
+                        owner=kind,
                     )
                 )
     return out
+
+
+def disruption_problems(
+    resources: Sequence[Mapping[str, Any]], verdicts: Sequence[Verdict], sources: Sequence[NodeSource]
+) -> list[str]:
+    """Every PodDisruptionBudget can be evaluated, selects pods the stack declares, lets a drain proceed one node at a
+    time once there are more pods than it keeps, and the pool those pods run on has room for the replacement node a
+    drain waits for (Karpenter launches it before it drains the old one)."""
+    problems: list[str] = []
+    by_source = {s.name: s for s in sources}
+    for budget in _inputs(resources, "PodDisruptionBudget"):
+        name = f"PodDisruptionBudget {_meta_name(budget)}"
+        spec = budget.get("spec") or {}
+        ns = str((budget.get("metadata") or {}).get("namespace") or "")
+        selector = (spec.get("selector") or {}).get("matchLabels") or {}
+        selected = [
+            v for v in verdicts if v.pod.namespace == ns and v.pod.labels and selector.items() <= v.pod.labels.items()
+        ]
+        if not selector or not selected:
+            problems.append(f"{name}: selects no pod template the stack declares (selector {selector})")
+            continue
+        min_available = spec.get("minAvailable")
+        for v in selected:
+            pod = v.pod
+            if pod.owner in UNSCALABLE_OWNERS and ("maxUnavailable" in spec or not isinstance(min_available, int)):
+                problems.append(
+                    f"{name}: its pods belong to a {pod.owner}, which has no scale subresource; the disruption "
+                    "controller evaluates only an integer minAvailable for them (maxUnavailable or a percentage "
+                    "leaves the budget uncomputed)"
+                )
+                continue
+            if isinstance(min_available, int) and pod.max_replicas is not None and min_available >= pod.max_replicas:
+                problems.append(
+                    f"{name}: minAvailable {min_available} >= {pod.name}'s most replicas ({pod.max_replicas}); no "
+                    "eviction is ever allowed, so every drain of their nodes waits out the pool's grace period"
+                )
+            for source_name in sorted({s for s, _ in v.fits}):
+                src = by_source[source_name]
+                if not src.limits or pod.max_replicas is None:
+                    continue
+                machines = [m for m in src.machines if (source_name, m.name) in v.fits]
+                m = min(machines, key=lambda x: (x.vcpu, x.memory_mib))
+                nodes = pod.max_replicas + 1
+                over = [
+                    f"{r} {show(r, capacity(m).get(r, 0) * nodes)} > limit {show(r, lim)}"
+                    for r, lim in sorted(src.limits.items())
+                    if capacity(m).get(r, 0) * nodes > lim
+                ]
+                if over:
+                    problems.append(
+                        f"{name}: {source_name} cannot hold {nodes} x {m.name} ({pod.max_replicas} for {pod.name} and "
+                        f"the replacement a drain launches first): " + ", ".join(over)
+                    )
+    return problems
 
 
 WELL_KNOWN: dict[str, Callable[[Machine], set[str]]] = {

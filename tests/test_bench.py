@@ -156,8 +156,8 @@ def test_without_a_prefix_the_results_stay_in_the_log_and_no_role_exists() -> No
 
 def test_a_gated_model_gets_its_token_in_the_bench_namespace() -> None:
     r = rendered("dev", hfToken="hf_example", modelId="meta-llama/Meta-Llama-3-8B-Instruct")
-    (secret,) = objects(r, "Secret")
-    assert secret["metadata"]["name"] == rayservice.HF_TOKEN_SECRET
+    names = {s["metadata"]["name"] for s in objects(r, "Secret")}
+    assert names == {rayservice.HF_TOKEN_SECRET, rayservice.API_KEY_SECRET}
     pod = the_job(r)["spec"]["template"]["spec"]
     env = {e["name"]: e for e in pod["initContainers"][0]["env"]}
     assert env[rayservice.HF_TOKEN_KEY]["valueFrom"]["secretKeyRef"]["name"] == rayservice.HF_TOKEN_SECRET

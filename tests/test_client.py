@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -17,6 +18,7 @@ from workloads.client import chat
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "stand-in/llama"
+KEY = "stand-in-key"
 
 
 class _StandIn(BaseHTTPRequestHandler):
@@ -36,7 +38,16 @@ class _StandIn(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _key_ok(self) -> bool:
+        # As the serve endpoint's gate: the key as a bearer token, or a 401.
+        if self.headers.get("Authorization") == f"Bearer {KEY}":
+            return True
+        self._json(401, {"error": {"message": "missing or invalid API key", "type": "authentication_error"}})
+        return False
+
     def do_GET(self) -> None:
+        if not self._key_ok():
+            return
         if self.path == "/v1/models":
             self._json(
                 200, {"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "x"}]}
@@ -46,6 +57,8 @@ class _StandIn(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if not self._key_ok():
+            return
         type(self).requests.append({"path": self.path, **body})
         if self.path != "/v1/chat/completions":
             self._json(404, {"error": {"message": "not found", "type": "NotFound", "code": 404}})
@@ -82,6 +95,11 @@ class _StandIn(BaseHTTPRequestHandler):
             }
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
         self.wfile.write(b"data: [DONE]\n\n")
+
+
+@pytest.fixture(autouse=True)
+def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
 
 
 @pytest.fixture
@@ -136,6 +154,21 @@ def test_default_base_url_is_the_port_forward(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("OPENAI_MODEL", raising=False)
     args = chat.parse_args([])
     assert (args.base_url, args.model, args.example) == ("http://localhost:8000/v1", None, "all")
+
+
+def test_without_a_key_the_examples_say_how_to_get_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY")
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as stopped, contextlib.redirect_stderr(err):
+        chat.parse_args([])
+    assert stopped.value.code == 2 and "servingApiKeyCommand" in err.getvalue()
+
+
+def test_a_wrong_key_is_refused_by_the_endpoint(server: str) -> None:
+    import openai
+
+    with pytest.raises(openai.AuthenticationError):
+        chat.main(["simple", "--base-url", server, "--api-key", "wrong", "--timeout", "10"], out=io.StringIO())
 
 
 def test_a_server_error_surfaces_as_an_exception(server: str) -> None:

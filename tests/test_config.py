@@ -50,6 +50,11 @@ def test_prod_stack_loads_with_three_zones_nat_per_zone_and_narrowed_cidrs() -> 
     assert cfg.cluster.public_access_cidrs and "0.0.0.0/0" not in cfg.cluster.public_access_cidrs
 
 
+def test_gcs_fault_tolerance_is_off_in_dev_and_on_in_prod() -> None:
+    assert load("dev").serving.gcs_fault_tolerance is False
+    assert load("prod").serving.gcs_fault_tolerance is True
+
+
 def test_config_is_frozen() -> None:
     cfg = load("dev")
     with pytest.raises(AttributeError):
@@ -102,6 +107,7 @@ BAD = [
     ),
     ({"clusterName": "9lives"}, "eks-neuron-llm:clusterName: '9lives' is not allowed; allowed: 1-38 letters"),
     ({"environment": "staging"}, "eks-neuron-llm:environment: 'staging' is not allowed; allowed: dev | prod"),
+    ({"gcsFaultTolerance": "yes"}, "eks-neuron-llm:gcsFaultTolerance: 'yes' is not allowed; allowed: true | false"),
     ({"tags": '{"aws:owner": "x"}'}, "eks-neuron-llm:tags: 'aws:owner' is not allowed; allowed: tag keys"),
     ({"tags": '["a"]'}, 'eks-neuron-llm:tags: ["a"] is not allowed; allowed: a map'),
     (

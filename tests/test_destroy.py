@@ -127,7 +127,39 @@ def destroy_order_problems(r: Render) -> list[str]:
     for urn in _named(r, ATTACHMENT, "cluster-ebs-csi-"):
         need(ebs_csi, urn, "the EBS CSI controller keeps its permissions until it is gone")
 
-    # 6. The cluster before the network it lives in.  The control plane is created inside the remote eks:index:Cluster
+    # 6. Disruption budgets before the pools their pods run on: on destroy a budget never holds a drain up.
+    budgets = [x for x in r.resources if x["type"] == "kubernetes:policy/v1:PodDisruptionBudget"]
+    for budget in budgets:
+        selector = budget["inputs"]["spec"]["selector"]["matchLabels"]
+        for x in r.resources:
+            if not is_kubernetes_object(x) or x["inputs"].get("kind") not in ("RayService", "RayCluster"):
+                continue
+            cluster = x["inputs"]["spec"].get("rayClusterConfig", x["inputs"]["spec"])
+            for group in cluster.get("workerGroupSpecs") or []:
+                labels = (group["template"].get("metadata") or {}).get("labels") or {}
+                if selector.items() <= labels.items():
+                    for pool in sorted(set(_pool_selectors(group))):
+                        if pool in pools:
+                            need(budget["urn"], pools[pool]["urn"], "a budget must not outlive its pods' pool")
+
+    # 7. GCS fault tolerance: the head pods go first (the RayService), while the store, its token, their security
+    # group and what gives it to them still exist (the VPC resource controller deletes a pod's branch interface with
+    # the cluster role's permission); the store before the subnets it lives in.
+    for group in r.of_type("aws:elasticache/replicationGroup:ReplicationGroup"):
+        for rs_record in r.of_type("kubernetes:ray.io/v1:RayService"):
+            need(rs_record["urn"], group["urn"], "the head persists the GCS to the store until it is gone")
+            for typ, name in [
+                ("kubernetes:vpcresources.k8s.aws/v1beta1:SecurityGroupPolicy", "serving-gcs-security-group-policy"),
+                ("kubernetes:core/v1:Secret", "serving-gcs-auth-token"),
+                ("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "cluster-vpc-resource-controller"),
+                ("aws:ec2/securityGroup:SecurityGroup", "serving-gcs-client-sg"),
+            ]:
+                need(rs_record["urn"], r.one(typ, name)["urn"], "the head pods' branch interfaces use it")
+        for x in r.of_type("aws:ec2/subnet:Subnet"):
+            if x["name"].startswith("network-private-"):
+                need(group["urn"], x["urn"], "the store's nodes live in the private subnets")
+
+    # 8. The cluster before the network it lives in.  The control plane is created inside the remote eks:index:Cluster
     # component, whose provider gives its children the dependencies of the component's inputs (subnets, VPC).
     (eks_component,) = r.of_type("eks:index:Cluster")
     need(system_nodes["urn"], eks_component["urn"], "a node group belongs to its cluster")
@@ -192,6 +224,11 @@ def _without_edge(r: Render, from_name: str, to_fragment: str) -> Render:
             "openwebui-data would not be deleted before cluster-aws-ebs-csi-driver",
         ),
         (
+            "serving-workers-pdb",
+            "NodePool::karpenter-nodepool-inf2",
+            "serving-workers-pdb would not be deleted before karpenter-nodepool-inf2: a budget must not outlive",
+        ),
+        (
             "serving-build",
             "RolePolicy::serving-build-inline",
             "serving-build would not be deleted before serving-build-inline: build's rights",
@@ -204,6 +241,21 @@ def test_destroy_order_check_fails_on_a_missing_edge(
     problems = destroy_order_problems(_without_edge(dev, from_name, to_fragment))
     # only the cut edge (and what only it implied) is reported
     assert problems and all(p.startswith(f"{from_name} would not be deleted before") for p in problems), problems
+    assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("to_fragment", "expected"),
+    [
+        ("Secret::serving-gcs-auth-token", "serving-gcs-auth-token: the head pods"),
+        ("SecurityGroupPolicy::serving-gcs-security-group-policy", "serving-gcs-security-group-policy: the head pods"),
+        ("RolePolicyAttachment::cluster-vpc-resource-controller", "cluster-vpc-resource-controller: the head pods"),
+    ],
+)
+def test_destroy_order_check_fails_when_the_head_could_outlive_its_gcs_store(
+    prod: Render, to_fragment: str, expected: str
+) -> None:
+    problems = destroy_order_problems(_without_edge(prod, "serving-rayservice", to_fragment))
     assert any(expected in p for p in problems), problems
 
 

@@ -187,6 +187,22 @@ def test_record_args_look_like_the_engines() -> None:
     assert args.get_config() == {"k": "v"}
 
 
+def test_an_unencrypted_or_open_gcs_store_is_a_violation(prod: Render) -> None:
+    (group,) = prod.of_type("aws:elasticache/replicationGroup:ReplicationGroup")
+    assert violations(group) == []
+    weak = {
+        **group,
+        "inputs": {**group["inputs"], "atRestEncryptionEnabled": False, "transitEncryptionMode": "preferred"},
+    }
+    weak["inputs"].pop("authToken")
+    assert violations(weak) == [
+        "elasticache-encrypted: ElastiCache replication group is not encrypted at rest (atRestEncryptionEnabled)",
+        "elasticache-encrypted: ElastiCache replication group does not require TLS (transitEncryptionEnabled, "
+        "transitEncryptionMode)",
+        "elasticache-encrypted: ElastiCache replication group asks for no credentials (authToken or user groups)",
+    ]
+
+
 # --- the serving image and its builder (infra/image.py) -----------------------------------------------------------
 
 

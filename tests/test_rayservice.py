@@ -21,6 +21,7 @@ from workloads.instances import INSTANCES
 from workloads.presets import PRESETS
 from workloads.serve import launch
 from workloads.serve.settings import (
+    API_KEY_ENV,
     APP_IMPORT_PATH,
     DEPLOYMENT_NAME,
     NEURON_CORES_RAY_RESOURCE,
@@ -90,6 +91,30 @@ def kuberay_admission_problems(o: dict[str, Any]) -> list[str]:
         why.append("ray.io/initializing-timeout")
     if cluster["headGroupSpec"].get("headService", {}).get("metadata", {}).get("name"):
         why.append("headService.metadata.name")
+    # GCS fault tolerance (validation.go ValidateRayClusterSpec, validateGcsFaultToleranceBackend); the CRD's only
+    # CEL rule on gcsFaultToleranceOptions is that backend is immutable.
+    annotations = o["metadata"].get("annotations", {})
+    ft = cluster.get("gcsFaultToleranceOptions")
+    head_params = cluster["headGroupSpec"].get("rayStartParams", {})
+    head_env = {e["name"] for e in cluster["headGroupSpec"]["template"]["spec"]["containers"][0].get("env", [])}
+    if ft is not None:
+        if annotations.get("ray.io/ft-enabled"):
+            why.append("ray.io/ft-enabled annotation with gcsFaultToleranceOptions")
+        if head_params.get("redis-password"):
+            why.append("redis-password in rayStartParams with gcsFaultToleranceOptions")
+        for name in ("REDIS_PASSWORD", "RAY_REDIS_ADDRESS"):
+            if name in head_env:
+                why.append(f"{name} env on the head with gcsFaultToleranceOptions")
+        if annotations.get("ray.io/external-storage-namespace"):
+            why.append("ray.io/external-storage-namespace annotation with gcsFaultToleranceOptions")
+        if ft.get("backend", "redis") == "redis" and ft.get("storage") is not None:
+            why.append("gcsFaultToleranceOptions.storage with the redis backend")
+        if ft.get("backend") == "rocksdb":
+            why.append("gcsFaultToleranceOptions.backend rocksdb (needs a feature gate this stack does not set)")
+    elif "RAY_REDIS_ADDRESS" in head_env and not annotations.get("ray.io/ft-enabled"):
+        why.append("RAY_REDIS_ADDRESS env without gcsFaultToleranceOptions")
+    if head_params.get("redis-username") or "REDIS_USERNAME" in head_env:
+        why.append("redis username outside gcsFaultToleranceOptions")
     v2 = cluster.get("autoscalerOptions", {}).get("version") == "v2"
     for group in [cluster["headGroupSpec"], *cluster.get("workerGroupSpecs", [])]:
         params = group.get("rayStartParams", {})
@@ -104,6 +129,32 @@ def kuberay_admission_problems(o: dict[str, Any]) -> list[str]:
 
 def test_rayservice_passes_kuberay_admission_rules(each_stack: Render) -> None:
     assert kuberay_admission_problems(obj(each_stack)) == []
+
+
+def _head_env_plus(o: dict[str, Any], name: str) -> dict[str, Any]:
+    bad = copy.deepcopy(o)
+    bad["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"].append(
+        {"name": name, "value": "x"}
+    )
+    return bad
+
+
+def test_kuberay_gcs_fault_tolerance_rules_can_fail(prod: Render, dev: Render) -> None:
+    o = obj(prod)
+    assert "gcsFaultToleranceOptions" in o["spec"]["rayClusterConfig"]
+    for name in ("REDIS_PASSWORD", "RAY_REDIS_ADDRESS", "REDIS_USERNAME"):
+        assert any(name in p or "username" in p for p in kuberay_admission_problems(_head_env_plus(o, name))), name
+    bad = copy.deepcopy(o)
+    bad["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParams"]["redis-password"] = "x"
+    assert any("redis-password" in p for p in kuberay_admission_problems(bad))
+    bad = copy.deepcopy(o)
+    bad["metadata"]["annotations"]["ray.io/external-storage-namespace"] = "ns"
+    assert any("external-storage-namespace" in p for p in kuberay_admission_problems(bad))
+    bad = copy.deepcopy(o)
+    bad["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]["storage"] = {"size": "1Gi"}
+    assert any("storage" in p for p in kuberay_admission_problems(bad))
+    # Without the options, the address alone is refused (it would turn fault tolerance on behind KubeRay's back).
+    assert any("without" in p for p in kuberay_admission_problems(_head_env_plus(obj(dev), "RAY_REDIS_ADDRESS")))
 
 
 @pytest.mark.parametrize(
@@ -426,3 +477,61 @@ def test_every_preset_renders_args_the_serve_app_accepts(preset: str) -> None:
     group = rayservice.worker_group(inputs)
     cores = json.loads(json.loads(group["rayStartParams"]["resources"]))[NEURON_CORES_RAY_RESOURCE]
     assert cores // settings.tensor_parallel_size == PRESETS[preset].replicas_per_worker
+
+
+# --- the endpoint's key, its queue bound, and the workers' disruption budget -------------------------------------
+
+
+def test_serve_config_bounds_the_queue_and_refuses_with_a_retryable_status(each_stack: Render) -> None:
+    (app,) = serve_config(each_stack)["applications"]
+    (deployment,) = app["deployments"]
+    settings = ServeSettings.from_args(app["args"])
+    assert deployment["max_queued_requests"] == settings.max_num_seqs
+    assert deployment["backpressure_config"] == {"status_code": 429, "retry_after_s": launch.BACKPRESSURE_RETRY_AFTER_S}
+    assert {k: v for k, v in launch.admission_options(settings).items()} == {
+        k: deployment[k] for k in ("max_queued_requests", "backpressure_config")
+    }
+
+
+def test_workers_ask_for_the_key_from_its_secret_and_the_args_require_it(each_stack: Render) -> None:
+    (app,) = serve_config(each_stack)["applications"]
+    assert app["args"]["require_api_key"] is True
+    env = {e["name"]: e for e in worker(each_stack)["template"]["spec"]["containers"][0]["env"]}
+    ref = env[API_KEY_ENV]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": rayservice.API_KEY_SECRET, "key": rayservice.API_KEY_SECRET_KEY}
+    (secret,) = [
+        m
+        for m in each_stack.manifests()
+        if m["kind"] == "Secret"
+        and m["metadata"]["name"] == ref["name"]
+        and m["metadata"]["namespace"] == rayservice.NAMESPACE
+    ]
+    assert secret["stringData"] == {ref["key"]: "[secret]"}
+    key = each_stack.one("random:index/randomPassword:RandomPassword", "serving-api-key")["inputs"]
+    assert key["length"] >= 32
+    (rs_record,) = each_stack.of_type(RAYSERVICE)
+    secret_urn = each_stack.one("kubernetes:core/v1:Secret", "serving-api-key")["urn"]
+    assert secret_urn in rs_record["dependencies"]  # named, not referenced: the workers must not start without it
+
+
+def test_the_api_key_output_says_how_to_read_it(dev: Render) -> None:
+    command = dev.outputs["servingApiKeyCommand"]
+    assert f"-n {rayservice.NAMESPACE} get secret {rayservice.API_KEY_SECRET}" in command
+    assert f"{{.data.{rayservice.API_KEY_SECRET_KEY}}}" in command and command.endswith("base64 -d")
+
+
+def pdb(r: Render) -> dict[str, Any]:
+    (found,) = [m for m in r.manifests() if m["kind"] == "PodDisruptionBudget"]
+    return found
+
+
+def test_a_disruption_budget_keeps_a_serve_worker_through_drains(each_stack: Render) -> None:
+    budget = pdb(each_stack)
+    assert budget["metadata"]["namespace"] == rayservice.NAMESPACE
+    selector = budget["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= worker(each_stack)["template"]["metadata"]["labels"].items()
+    assert not selector.items() <= head(each_stack)["template"]["metadata"]["labels"].items()
+    # RayCluster has no scale subresource: only an integer minAvailable can be evaluated for its pods.
+    assert isinstance(budget["spec"]["minAvailable"], int) and "maxUnavailable" not in budget["spec"]
+    assert budget["spec"]["minAvailable"] == rayservice.WORKERS_MIN_AVAILABLE
+    assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"

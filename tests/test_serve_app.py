@@ -97,7 +97,7 @@ def start_replica(a: dict[str, Any], s3: FakeS3) -> tuple[serve_app.VLLMServer, 
 def test_cold_start_compiles_then_saves_and_next_replica_restores(tmp_path: Path) -> None:
     s3 = FakeS3()
     first, runtime, asgi = start_replica(args(tmp_path / "node1"), s3)
-    assert asgi == "ASGI_APP"
+    assert asgi.app == "ASGI_APP"  # vLLM's app, behind the gate
     assert first.restore_result == cache.ABSENT and runtime.compiled
     key = cache.cache_key(ServeSettings.from_args(args(tmp_path)), VERSIONS)
     artifacts = tmp_path / "node1" / "artifacts" / key
@@ -139,7 +139,7 @@ def test_unreadable_cache_still_starts_the_engine(tmp_path: Path) -> None:
     s3 = FakeS3()
     s3.deny_reads = True
     server, runtime, asgi = start_replica(args(tmp_path), s3)
-    assert asgi == "ASGI_APP" and server.restore_result == cache.FAILED and runtime.compiled
+    assert asgi.app == "ASGI_APP" and server.restore_result == cache.FAILED and runtime.compiled
 
 
 def test_health_check_follows_the_engine_and_del_shuts_it_down(tmp_path: Path) -> None:
@@ -220,7 +220,7 @@ def test_no_s3_client_means_no_cache_not_no_replica(tmp_path: Path) -> None:
         raise ModuleNotFoundError("No module named 'boto3'")
 
     server = serve_app.VLLMServer(args(tmp_path), runtime_factory=lambda: runtime, s3_factory=broken)
-    assert asyncio.run(server.__serve_build_asgi_app__()) == "ASGI_APP"
+    assert asyncio.run(server.__serve_build_asgi_app__()).app == "ASGI_APP"
     assert server.restore_result == cache.FAILED and server.save_task is None and runtime.compiled
 
 

@@ -129,6 +129,23 @@ def test_every_duration_has_a_source_and_lies_in_its_range() -> None:
         assert phase.get("label"), key
 
 
+def test_the_gcs_store_is_modeled_and_stays_off_the_cold_path(prod: Render) -> None:
+    # ElastiCache takes minutes to create; it starts with the network, in parallel with the control plane, and must
+    # be ready before the RayService needs it, not delay it.
+    assert load_durations().of("aws:elasticache/replicationGroup:ReplicationGroup", "serving-gcs-store") >= 420
+    names = _path_names([label for label, _, _ in timeline(prod).cold.steps])
+    assert "serving-rayservice" in names and not [n for n in names if "gcs" in n], names
+    # The check can fail: a store slower than the control plane, the system nodes and Karpenter together would be.
+    d = load_durations()
+    slow = Durations(
+        d.default_seconds,
+        tuple({**e, "seconds": 3000} if "elasticache" in e["type"] else e for e in d.resources),
+        d.phases,
+    )
+    slow_names = _path_names([label for label, _, _ in timeline(prod, slow).cold.steps])
+    assert "serving-gcs-store" in slow_names, slow_names
+
+
 def test_the_table_covers_the_long_running_types(dev: Render) -> None:
     d = load_durations()
     for typ in (

@@ -10,9 +10,12 @@ import pytest
 
 from tools import webui_local
 from tools.render import Render
-from workloads import openwebui
+from workloads import openwebui, rayservice
 
-SECRETS = {(openwebui.SECRET_NAME, openwebui.SECRET_KEY): "local-key"}
+SECRETS = {
+    (openwebui.SECRET_NAME, openwebui.SECRET_KEY): "local-key",
+    (rayservice.API_KEY_SECRET, rayservice.API_KEY_SECRET_KEY): "local-api-key",
+}
 
 
 def local(env: list[dict[str, Any]], tmp_path: Path) -> dict[str, str]:
@@ -49,10 +52,11 @@ def test_local_env_is_the_deployments_with_only_the_local_keys_replaced(dev: Ren
     env = local(container["env"], tmp_path)
     cluster = {e["name"]: e.get("value") for e in container["env"]}
     changed = {k for k in cluster if env[k] != cluster[k]}
-    assert changed == {*webui_local.LOCAL_KEYS, openwebui.SECRET_KEY}
+    assert changed == {*webui_local.LOCAL_KEYS, openwebui.SECRET_KEY, "OPENAI_API_KEYS"}
     assert env["OPENAI_API_BASE_URLS"] == "http://127.0.0.1:1234/v1"
     assert env["DATA_DIR"] == str(tmp_path / "data") and env["PORT"] == "4321"
     assert env[openwebui.SECRET_KEY] == "local-key"
+    assert env["OPENAI_API_KEYS"] == "local-api-key"  # the serve endpoint's key, from its Secret
     # Additions only: the image's own settings and the offline switches, none replacing the Deployment's.
     added = set(env) - set(cluster)
     assert added == set(webui_local.image_env(tmp_path / "data")) | set(webui_local.OFFLINE_ENV)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from workloads.serve import launch
-from workloads.serve.settings import APP_NAME, RAY_SERVE_ENV, ROUTE_PREFIX, ServeSettings
+from workloads.serve.settings import API_KEY_ENV, APP_NAME, RAY_SERVE_ENV, ROUTE_PREFIX, ServeSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 420
@@ -64,8 +64,10 @@ def engine_env(work: Path) -> dict[str, str]:
     }
 
 
-def tiny_settings(model_dir: Path, served_model_name: str = "tiny-llama") -> ServeSettings:
-    """The e2e tier's engine settings for the tiny model on the CPU engine."""
+def tiny_settings(
+    model_dir: Path, served_model_name: str = "tiny-llama", *, require_api_key: bool = False
+) -> ServeSettings:
+    """The e2e tier's engine settings for the tiny model on the CPU engine (``require_api_key``: as the cluster)."""
     return ServeSettings(
         model=str(model_dir),
         served_model_name=served_model_name,
@@ -76,15 +78,21 @@ def tiny_settings(model_dir: Path, served_model_name: str = "tiny-llama") -> Ser
         block_size=32,  # the CPU attention backend needs a multiple of 32
         dtype="float32",
         enforce_eager=True,
+        require_api_key=require_api_key,
     )
 
 
-def wait_for_models(base_url: str, deadline: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_models(
+    base_url: str, deadline: float, proc: subprocess.Popen[bytes] | None = None, api_key: str | None = None
+) -> None:
+    request = urllib.request.Request(
+        f"{base_url}/v1/models", headers={"Authorization": f"Bearer {api_key}"} if api_key else {}
+    )
     while True:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before it answered")
         try:
-            with urllib.request.urlopen(f"{base_url}/v1/models", timeout=5) as r:
+            with urllib.request.urlopen(request, timeout=5) as r:
                 if json.load(r).get("data"):
                     return
         except OSError:
@@ -140,12 +148,17 @@ def plain_vllm(settings: ServeSettings, work: Path, log: Path) -> Iterator[str]:
             wait_for_models(base_url, time.monotonic() + READY_TIMEOUT_S, proc)
             yield base_url
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, 60)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL after ``timeout_s``; returns once the process is gone."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def haproxy_side_ports() -> dict[str, str]:
@@ -161,18 +174,26 @@ def haproxy_side_ports() -> dict[str, str]:
 
 @contextmanager
 def local_serve(
-    work: Path, serve_env: Mapping[str, str] = RAY_SERVE_ENV, *, metrics_export_port: int | None = None
-) -> Iterator[Callable[[Any, str, str], str]]:
-    """A local 2-CPU Ray with Serve started on a free loopback port; yields ``deploy(app, name, route_prefix)``,
-    which runs a Serve application, waits until it is RUNNING and answers ``/v1/models``, and returns its root URL.
+    work: Path,
+    serve_env: Mapping[str, str] = RAY_SERVE_ENV,
+    *,
+    extra_env: Mapping[str, str] | None = None,
+    init_options: Mapping[str, Any] | None = None,
+    metrics_export_port: int | None = None,
+) -> Iterator[Callable[..., str]]:
+    """A local 2-CPU Ray with Serve started on a free loopback port; yields ``deploy(app, name, route_prefix,
+    api_key=None)``, which runs a Serve application, waits until it is RUNNING and answers ``/v1/models`` (with
+    ``api_key`` as a bearer token if given), and returns its root URL.
 
     ``serve_env`` is how Ray Serve carries requests: by default the cluster's (``RAY_SERVE_ENV``, HAProxy ingress).
     It is in the environment before Ray starts, so every Ray process (controller, proxy, replica) reads it.
+    ``extra_env`` adds variables the cluster sets on its pods (the API key, the GCS store's CA bundle);
+    ``init_options`` adds ``ray.init`` arguments (e.g. ``_redis_password``).
     ``metrics_export_port``: where the node's Ray metrics agent serves Prometheus text (a pod's port 8080 in the
     cluster); None lets Ray pick.
     """
     _check_serve_constants(serve_env)  # before the environment changes: a refusal leaves it as it was
-    env = {**engine_env(work), **serve_env, **haproxy_side_ports()}
+    env = {**engine_env(work), **serve_env, **haproxy_side_ports(), **(extra_env or {})}
     saved = {k: os.environ.get(k) for k in (*env, "RAY_TMPDIR")}
     os.environ.update(env)
     os.environ["RAY_TMPDIR"] = str(work / "ray")
@@ -184,7 +205,7 @@ def local_serve(
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
 
-    def deploy(app: Any, name: str, route_prefix: str) -> str:
+    def deploy(app: Any, name: str, route_prefix: str, api_key: str | None = None) -> str:
         serve._run(app, _blocking=False, name=name, route_prefix=route_prefix)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
@@ -197,7 +218,7 @@ def local_serve(
                 raise TimeoutError(f"serve app {name} not RUNNING after {READY_TIMEOUT_S}s: {status}")
             time.sleep(1)
         url = base_url + route_prefix.rstrip("/")
-        wait_for_models(url, deadline)
+        wait_for_models(url, deadline, api_key=api_key)
         return url
 
     ray.init(
@@ -207,6 +228,7 @@ def local_serve(
         runtime_env={"env_vars": env},
         logging_level="WARNING",
         _metrics_export_port=metrics_export_port,
+        **dict(init_options or {}),
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -239,11 +261,20 @@ def serve_app(
     work: Path,
     serve_env: Mapping[str, str] = RAY_SERVE_ENV,
     *,
+    extra_env: Mapping[str, str] | None = None,
+    init_options: Mapping[str, Any] | None = None,
     metrics_export_port: int | None = None,
 ) -> Iterator[str]:
-    """The project's Ray Serve application under a local Ray (``local_serve``); yields its root URL."""
-    with local_serve(work, serve_env, metrics_export_port=metrics_export_port) as deploy:
-        yield deploy(project_app(settings), APP_NAME, ROUTE_PREFIX)
+    """The project's Ray Serve application under a local Ray (``local_serve``); yields its root URL.
+
+    ``extra_env``, ``init_options`` and ``metrics_export_port`` as for ``local_serve``; with
+    ``settings.require_api_key`` the readiness check sends ``extra_env``'s API key.
+    """
+    api_key = (extra_env or {}).get(API_KEY_ENV) if settings.require_api_key else None
+    with local_serve(
+        work, serve_env, extra_env=extra_env, init_options=init_options, metrics_export_port=metrics_export_port
+    ) as deploy:
+        yield deploy(project_app(settings), APP_NAME, ROUTE_PREFIX, api_key)
 
 
 # The peer: Ray Serve LLM (``ray.serve.llm.build_openai_app``), what a Ray user would deploy instead of the project's

@@ -40,7 +40,7 @@ import lark
 from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError, base_functions
 
-from tools.schemas import crd_schemas
+from tools.schemas import EKS_BUILTIN_CRDS, crd_schemas
 
 # ---------------------------------------------------------------------------------------------------------------
 # Kubernetes CEL extension functions (k8s.io/apiserver's cel library: the strings and regex extensions).
@@ -457,7 +457,8 @@ def _check_json(text: str) -> CelReport:
     obj = json.loads(text)
     key = (str(obj.get("apiVersion")), str(obj.get("kind")))
     report = CelReport()
-    schema = crd_schemas().get(key)
+    # EKS's own CRDs (written out in tools/schemas.py) carry no CEL rules, but their defaults still apply
+    schema = crd_schemas().get(key) or EKS_BUILTIN_CRDS.get(key)
     if schema is None:
         report.problems.append(f"{_name(obj)}: no CRD schema for {key[0]} {key[1]} under schemas/crds")
         return report

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from tools import webui_local
 from tools.bench_servers import serve_app, tiny_settings
-from workloads import openwebui
-from workloads.serve.settings import ServeSettings
+from workloads import openwebui, rayservice
+from workloads.serve.settings import API_KEY_ENV, ServeSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = ROOT / "build" / "demo" / "models"
@@ -40,7 +40,7 @@ ADMIN_EMAIL = "admin@example.com"
 
 def real_model_settings(model_dir: Path, name: str) -> ServeSettings:
     """The e2e tier's CPU engine settings (float32: any x86 CPU) with 4 sequences of 4096 tokens."""
-    return dataclasses.replace(tiny_settings(model_dir, name), max_model_len=4096, max_num_seqs=4)
+    return dataclasses.replace(tiny_settings(model_dir, name, require_api_key=True), max_model_len=4096, max_num_seqs=4)
 
 
 def download(model_id: str) -> Path:
@@ -72,23 +72,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     work = Path(tempfile.mkdtemp(prefix="demo-", dir="/tmp"))  # short: Ray's socket paths are limited
     password = secrets.token_urlsafe(12)
+    api_key = secrets.token_urlsafe(32)  # the endpoint asks for a key, as in the cluster (the UI sends it)
     try:
         if args.model == TINY:
             tiny_model = importlib.import_module("tests.e2e.tiny_model")
             print("building the tiny offline model", flush=True)
-            settings = tiny_settings(tiny_model.build(work / "model"), "tiny-llama")
+            settings = tiny_settings(tiny_model.build(work / "model"), "tiny-llama", require_api_key=True)
         else:
             settings = real_model_settings(download(args.model), args.model)
         dev = render("dev")
         print("starting the serve app (Ray Serve + vLLM CPU engine); the first start takes a minute or two", flush=True)
-        with serve_app(settings, work) as serve_url:
+        with serve_app(settings, work, extra_env={API_KEY_ENV: api_key}) as serve_url:
             env = webui_local.local_env(
                 webui_local.container(dev)["env"],
                 openai_url=f"{serve_url}/v1",
                 data_dir=work / "webui" / "data",
                 home=work / "webui" / "home",
                 port=args.port,
-                secrets={(openwebui.SECRET_NAME, openwebui.SECRET_KEY): secrets.token_urlsafe(32)},
+                secrets={
+                    (openwebui.SECRET_NAME, openwebui.SECRET_KEY): secrets.token_urlsafe(32),
+                    (rayservice.API_KEY_SECRET, rayservice.API_KEY_SECRET_KEY): api_key,
+                },
                 # Open WebUI creates this admin account at start (no one has to sign up first).
                 extra={
                     "WEBUI_ADMIN_EMAIL": ADMIN_EMAIL,
@@ -103,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             with webui_local.serve(env, webui_local.probe_paths(dev), log, args.webui_venv.resolve()) as ui:
                 print(
                     f"\nOpen WebUI: {ui.url}\n  sign in as {ADMIN_EMAIL} / {password}\n"
-                    f"  model: {settings.served_model_name}  (OpenAI API: {serve_url}/v1)\n"
+                    f"  model: {settings.served_model_name}  (OpenAI API: {serve_url}/v1, key {api_key})\n"
                     f"  log: {log}\nCtrl-C stops both.\n",
                     flush=True,
                 )

@@ -244,6 +244,14 @@ class _Mocks(Mocks):
                 )
             elif typ == "aws:ec2/launchTemplate:LaunchTemplate":
                 state.update(latestVersion=1, defaultVersion=1, arn=_arn("ec2", f"launch-template/{rid}", region))
+            elif typ == "aws:elasticache/replicationGroup:ReplicationGroup":
+                group = inputs.get("replicationGroupId") or physical
+                short = {"us-east-1": "use1", "us-east-2": "use2", "us-west-2": "usw2"}.get(region, region)
+                state.update(
+                    arn=_arn("elasticache", f"replicationgroup:{group}", region),
+                    primaryEndpointAddress=f"master.{group}.{_hex(group, n=6)}.{short}.cache.amazonaws.com",
+                )
+                rid = group
             elif typ == "aws:cloudwatch/eventRule:EventRule":
                 state.update(name=physical, arn=_arn("events", f"rule/{physical}", region))
                 rid = physical
@@ -381,6 +389,8 @@ class _Mocks(Mocks):
         eks_state = {
             "name": cluster,
             "arn": _arn("eks", f"cluster/{cluster}", region),
+            # pulumi-eks creates the cluster role with an auto-named suffix.
+            "roleArn": f"arn:aws:iam::{ACCOUNT}:role/{name}-eksRole-{_hex(cluster, 'role', n=7)}",
             "endpoint": endpoint,
             "version": inputs.get("version"),
             "status": "ACTIVE",

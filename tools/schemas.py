@@ -64,6 +64,51 @@ def _structural_to_jsonschema(node: Any) -> Any:
     return out
 
 
+def _label_selector() -> dict[str, Any]:
+    requirement = {
+        "type": "object",
+        "required": ["key", "operator"],
+        "properties": {
+            "key": {"type": "string"},
+            "operator": {"type": "string"},
+            "values": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "matchExpressions": {"type": "array", "items": requirement},
+            "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    }
+
+
+# CRDs EKS installs in every cluster, which no chart of this stack vendors: their schemas written out here from the
+# upstream definition's fields (no copy of it is vendored), in the CRD openAPIV3Schema vocabulary.
+# SecurityGroupPolicy: aws/amazon-vpc-resource-controller-k8s config/crd/bases (v1beta1): a pod or service-account
+# label selector and 1-16 security group IDs.
+EKS_BUILTIN_CRDS: dict[tuple[str, str], dict[str, Any]] = {
+    ("vpcresources.k8s.aws/v1beta1", "SecurityGroupPolicy"): {
+        "type": "object",
+        "properties": {
+            "spec": {
+                "type": "object",
+                "properties": {
+                    "podSelector": _label_selector(),
+                    "serviceAccountSelector": _label_selector(),
+                    "securityGroups": {
+                        "type": "object",
+                        "properties": {
+                            "groupIds": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 16}
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
 @cache
 def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     """(apiVersion, kind) -> that version's ``openAPIV3Schema`` exactly as the vendored CRD has it (do not mutate)."""
@@ -82,17 +127,20 @@ def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
 
 @cache
 def _crds() -> dict[tuple[str, str], dict[str, Any]]:
-    """(apiVersion, kind) -> JSON schema of that version, for every vendored CRD."""
+    """(apiVersion, kind) -> JSON schema of that version, for every vendored CRD and EKS's own."""
     out: dict[tuple[str, str], dict[str, Any]] = {}
-    for key, structural in crd_schemas().items():
-        schema = _structural_to_jsonschema(structural)
-        props = schema.setdefault("properties", {})
-        # the API server owns these; the CRD lists them loosely
-        props["metadata"] = {"type": "object"}
-        props.setdefault("apiVersion", {"type": "string"})
-        props.setdefault("kind", {"type": "string"})
-        out[key] = schema
+    for key, structural in (*EKS_BUILTIN_CRDS.items(), *crd_schemas().items()):
+        out[key] = _object_schema(_structural_to_jsonschema(structural))
     return out
+
+
+def _object_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    props = schema.setdefault("properties", {})
+    # the API server owns these; the CRD lists them loosely
+    props["metadata"] = {"type": "object"}
+    props.setdefault("apiVersion", {"type": "string"})
+    props.setdefault("kind", {"type": "string"})
+    return schema
 
 
 def custom_resource_kinds() -> set[tuple[str, str]]:

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
+from workloads import rayservice
 from workloads.topology import DEFAULT_POOL, NODEPOOL_LABEL
 
 NAMESPACE: Final = "open-webui"
@@ -48,8 +49,11 @@ def environment(inputs: OpenWebUIInputs) -> list[dict[str, Any]]:
 
     return [
         plain("OPENAI_API_BASE_URLS", inputs.openai_base_url),
-        # vLLM's server here runs without --api-key; Open WebUI still sends one per URL.
-        plain("OPENAI_API_KEYS", "none"),
+        # The serve endpoint's key (one per URL; a single URL here), from the copy of its Secret in this namespace.
+        {
+            "name": "OPENAI_API_KEYS",
+            "valueFrom": {"secretKeyRef": {"name": rayservice.API_KEY_SECRET, "key": rayservice.API_KEY_SECRET_KEY}},
+        },
         plain("ENABLE_OPENAI_API", "true"),
         plain("ENABLE_OLLAMA_API", "false"),
         plain("WEBUI_AUTH", "true"),

@@ -10,6 +10,9 @@
   the artifact bucket).
 - Code: the ``.py`` files of ``workloads/serve`` in a ConfigMap mounted as the package ``llm_serve``; a hash of them
   in both pod templates, so a code change rolls the cluster through KubeRay's zero-downtime ``NewCluster`` upgrade.
+- The endpoint asks for an API key: the workers read it from a Secret (``LLM_API_KEY``); serveConfigV2 bounds the
+  queue (``max_queued_requests``, 429 beyond it); a PodDisruptionBudget keeps a worker through node drains; with a
+  GCS store (prod), ``gcsFaultToleranceOptions`` lets the head restart without restarting the cluster.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from workloads import topology
 from workloads.presets import Preset
 from workloads.serve import launch
 from workloads.serve.settings import (
+    API_KEY_ENV,
     APP_IMPORT_PATH,
     APP_NAME,
     DEPLOYMENT_NAME,
@@ -46,6 +50,23 @@ WORKER_SERVICE_ACCOUNT: Final = "vllm-worker"
 CODE_CONFIGMAP: Final = "llm-serve-code"
 HF_TOKEN_SECRET: Final = "hf-token"
 HF_TOKEN_KEY: Final = "HF_TOKEN"
+# The serve endpoint's API key: a Secret of this name in every namespace whose pods call or serve the endpoint
+# (vllm: the workers' gate; open-webui; bench), key API_KEY_SECRET_KEY.
+API_KEY_SECRET: Final = "llm-api-key"
+API_KEY_SECRET_KEY: Final = "api-key"
+# GCS fault tolerance (prod): the Redis-compatible store's auth token, in namespace vllm.
+GCS_STORE_SECRET: Final = "ray-gcs-store"
+GCS_STORE_SECRET_KEY: Final = "password"
+# The CA bundle the GCS verifies the store's TLS certificate with (Ray's RAY_REDIS_CA_CERT; ElastiCache presents a
+# certificate of Amazon's public CA, which the Ubuntu image's bundle holds).  Without it Ray's TLS client may find
+# no trust anchors at all.
+REDIS_CA_CERT_ENV: Final = "RAY_REDIS_CA_CERT"
+SYSTEM_CA_BUNDLE: Final = "/etc/ssl/certs/ca-certificates.crt"
+# Voluntary disruption of serve workers (Karpenter drift or consolidation, `kubectl drain`): at least this many
+# worker pods stay up.  KubeRay 1.7 has no disruption mechanism of its own for RayService workers and RayCluster has
+# no scale subresource, so the budget is a PodDisruptionBudget with an integer minAvailable (the only form the
+# disruption controller can evaluate for pods whose owner it cannot scale).
+WORKERS_MIN_AVAILABLE: Final = 1
 DASHBOARD_PORT: Final = 8265
 GCS_PORT: Final = 6379
 CLIENT_PORT: Final = 10001
@@ -154,6 +175,15 @@ def code_configmap(files: Mapping[str, str], namespace: str = NAMESPACE) -> dict
 
 
 @dataclass(frozen=True)
+class GcsStore:
+    """Where the GCS persists its state (KubeRay ``gcsFaultToleranceOptions``): a Redis-compatible store over TLS."""
+
+    address: str  # rediss://host:port (rediss: TLS, which Ray turns on from the scheme)
+    password_secret: str = GCS_STORE_SECRET
+    password_key: str = GCS_STORE_SECRET_KEY
+
+
+@dataclass(frozen=True)
 class RayServiceInputs:
     preset: Preset
     model_id: str
@@ -164,6 +194,8 @@ class RayServiceInputs:
     hf_token_secret: str | None  # name of the Secret holding HF_TOKEN, or None
     name: str = NAME
     namespace: str = NAMESPACE
+    # None: the GCS keeps its state in memory and a head restart restarts the whole Ray cluster (dev).
+    gcs_store: GcsStore | None = None
     # Extra environment of the head only: where the Ray dashboard finds Prometheus and Grafana.
     head_env: Mapping[str, str] = field(default_factory=dict)
 
@@ -179,12 +211,14 @@ def serve_settings(inputs: RayServiceInputs) -> ServeSettings:
         max_num_seqs=p.max_num_seqs,
         artifact_cache_uri=inputs.artifact_cache_uri,
         compiled_artifacts_dir=COMPILED_ARTIFACTS_DIR,
+        require_api_key=True,
     )
 
 
 def serve_config(inputs: RayServiceInputs) -> dict[str, Any]:
-    """serveConfigV2 as a mapping: one application, its deployment's autoscaling and Neuron cores."""
+    """serveConfigV2 as a mapping: one application, its deployment's autoscaling, queue bound and Neuron cores."""
     p = inputs.preset
+    settings = serve_settings(inputs)
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": "0.0.0.0", "port": SERVE_PORT},
@@ -193,7 +227,7 @@ def serve_config(inputs: RayServiceInputs) -> dict[str, Any]:
                 "name": APP_NAME,
                 "import_path": APP_IMPORT_PATH,
                 "route_prefix": ROUTE_PREFIX,
-                "args": serve_settings(inputs).to_args(),
+                "args": settings.to_args(),
                 "deployments": [
                     {
                         "name": DEPLOYMENT_NAME,
@@ -203,6 +237,9 @@ def serve_config(inputs: RayServiceInputs) -> dict[str, Any]:
                             "target_ongoing_requests": p.target_ongoing_requests,
                             "downscale_delay_s": SERVE_DOWNSCALE_DELAY_S,
                         },
+                        # Overload is refused (429 + Retry-After) beyond one batch of queue per replica, not queued
+                        # without bound: stated here, where operators read the deployment's settings.
+                        **launch.admission_options(settings),
                         "ray_actor_options": {
                             "num_cpus": launch.REPLICA_NUM_CPUS,
                             "resources": {NEURON_CORES_RAY_RESOURCE: p.tensor_parallel_size},
@@ -238,6 +275,27 @@ def _container_security(*, drop_capabilities: bool = True) -> dict[str, Any]:
     return out
 
 
+def _head_env(inputs: RayServiceInputs) -> list[dict[str, Any]]:
+    env = [*_common_env(inputs), *({"name": k, "value": v} for k, v in inputs.head_env.items())]
+    if inputs.gcs_store is not None:
+        env.append({"name": REDIS_CA_CERT_ENV, "value": SYSTEM_CA_BUNDLE})
+    return env
+
+
+def gcs_fault_tolerance(store: GcsStore) -> dict[str, Any]:
+    """KubeRay 1.7 ``gcsFaultToleranceOptions``: the store's address and a password from a Secret.
+
+    KubeRay puts them into the head's ``RAY_REDIS_ADDRESS`` and ``REDIS_PASSWORD`` (``--redis-password``) itself and
+    refuses a RayService that also sets those, ``redis-password`` in rayStartParams or the external-storage-namespace
+    annotation; it keys the GCS state by the RayCluster's UID, so the two clusters of a NewCluster upgrade never share
+    it, and it gives the workers ``RAY_gcs_rpc_server_reconnect_timeout_s=600`` so they wait for a restarted head.
+    """
+    return {
+        "redisAddress": store.address,
+        "redisPassword": {"valueFrom": {"secretKeyRef": {"name": store.password_secret, "key": store.password_key}}},
+    }
+
+
 def head_group(inputs: RayServiceInputs) -> dict[str, Any]:
     return {
         "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0", "dashboard-port": str(DASHBOARD_PORT)},
@@ -249,7 +307,7 @@ def head_group(inputs: RayServiceInputs) -> dict[str, Any]:
                     {
                         "name": "ray-head",
                         "image": inputs.image,
-                        "env": [*_common_env(inputs), *({"name": k, "value": v} for k, v in inputs.head_env.items())],
+                        "env": _head_env(inputs),
                         "ports": [
                             {"name": "gcs-server", "containerPort": GCS_PORT},
                             {"name": "dashboard", "containerPort": DASHBOARD_PORT},
@@ -276,6 +334,8 @@ def worker_group(inputs: RayServiceInputs) -> dict[str, Any]:
     env = [
         *_common_env(inputs),
         {"name": "HF_HOME", "value": HF_HOME},
+        # The replicas' gate asks callers for this key (serve settings require_api_key).
+        {"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": API_KEY_SECRET, "key": API_KEY_SECRET_KEY}}},
     ]
     if inputs.hf_token_secret:
         env.append(
@@ -332,7 +392,43 @@ def worker_group(inputs: RayServiceInputs) -> dict[str, Any]:
     }
 
 
+def worker_disruption_budget(name: str = NAME, namespace: str = NAMESPACE) -> dict[str, Any]:
+    """At most all-but-WORKERS_MIN_AVAILABLE serve workers may be evicted at once (Karpenter drains, kubectl drain).
+
+    With two or more workers a drain takes one, the others keep serving, and the next eviction waits until the
+    replacement is Ready.  With a single worker (the presets' minimum) no voluntary eviction is allowed: Karpenter
+    skips the node for drift and consolidation and an expiring node waits out the pool's terminationGracePeriod, so
+    the only serving pod is never taken down on purpose (docs/failure-modes.md, "Node drains").  Deleting pods
+    (a NewCluster upgrade, `kubectl delete pod`) is not an eviction and is not held back.
+    """
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": f"{name}-workers", "namespace": namespace, "labels": dict(RAY_POD_LABELS)},
+        "spec": {
+            "minAvailable": WORKERS_MIN_AVAILABLE,
+            "selector": {"matchLabels": dict(WORKER_LABELS)},
+            # A worker that is not Ready (a cold start, a dead engine) does not hold a drain up.
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
 def rayservice(inputs: RayServiceInputs) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "rayVersion": RAY_VERSION,
+        "enableInTreeAutoscaling": True,
+        "autoscalerOptions": {
+            "upscalingMode": "Default",
+            "idleTimeoutSeconds": WORKER_IDLE_TIMEOUT_SECONDS,
+            "resources": AUTOSCALER_RESOURCES,
+            "securityContext": _container_security(),
+        },
+    }
+    if inputs.gcs_store is not None:
+        cluster["gcsFaultToleranceOptions"] = gcs_fault_tolerance(inputs.gcs_store)
+    cluster["headGroupSpec"] = head_group(inputs)
+    cluster["workerGroupSpecs"] = [worker_group(inputs)]
     return {
         "apiVersion": API_VERSION,
         "kind": "RayService",
@@ -346,17 +442,6 @@ def rayservice(inputs: RayServiceInputs) -> dict[str, Any]:
             "upgradeStrategy": {"type": UPGRADE_STRATEGY},
             "excludeHeadPodFromServeSvc": True,
             "serveConfigV2": yaml.safe_dump(serve_config(inputs), sort_keys=False),
-            "rayClusterConfig": {
-                "rayVersion": RAY_VERSION,
-                "enableInTreeAutoscaling": True,
-                "autoscalerOptions": {
-                    "upscalingMode": "Default",
-                    "idleTimeoutSeconds": WORKER_IDLE_TIMEOUT_SECONDS,
-                    "resources": AUTOSCALER_RESOURCES,
-                    "securityContext": _container_security(),
-                },
-                "headGroupSpec": head_group(inputs),
-                "workerGroupSpecs": [worker_group(inputs)],
-            },
+            "rayClusterConfig": cluster,
         },
     }

@@ -43,7 +43,9 @@ def test_the_jobs_arguments_parse_with_the_installed_vllm() -> None:
         assert args.num_prompts == 8 * args.max_concurrency
 
 
-def test_sweep_and_report_against_the_serve_app(endpoint: Endpoint) -> None:
+def test_sweep_and_report_against_the_serve_app(endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As the Job does: `vllm bench serve` sends $OPENAI_API_KEY as the bearer token (its readiness check too).
+    monkeypatch.setenv("OPENAI_API_KEY", endpoint.api_key)
     results = OUT / "results"
     target = bench.Target(endpoint.base_url, endpoint.model, str(endpoint.model_dir))
     files = bench_local.run_sweep(SMOKE, target, results)

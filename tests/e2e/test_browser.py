@@ -30,7 +30,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tools import webui_local
 from tools.render import Render
-from workloads import openwebui
+from workloads import openwebui, rayservice
 
 from ..conftest import rendered
 from .browser import chromium, off_machine, requested_urls
@@ -83,7 +83,10 @@ class Site:
             data_dir=self.work / "data",
             home=self.work / "home",
             port=webui_local.free_port(),
-            secrets={(openwebui.SECRET_NAME, openwebui.SECRET_KEY): self.key},
+            secrets={
+                (openwebui.SECRET_NAME, openwebui.SECRET_KEY): self.key,
+                (rayservice.API_KEY_SECRET, rayservice.API_KEY_SECRET_KEY): self.endpoint.api_key,
+            },
         )
         log = self.work / f"open-webui-{name}.log"
         try:

@@ -130,7 +130,7 @@ def prometheus(endpoint: Endpoint) -> Iterator[LocalPrometheus]:
 @pytest.fixture(scope="module")
 def loaded(endpoint: Endpoint, prometheus: LocalPrometheus) -> LocalPrometheus:
     """A small load (streamed chats at concurrency 4, a 404 and a 400), then wait until Prometheus has it."""
-    client = OpenAI(base_url=endpoint.openai_url, api_key="unused", timeout=120, max_retries=0)
+    client = OpenAI(base_url=endpoint.openai_url, api_key=endpoint.api_key, timeout=120, max_retries=0)
 
     def one(i: int) -> int:
         stream = client.chat.completions.create(

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -42,7 +43,7 @@ EXACT = {"ignore_eos": True}
 
 @pytest.fixture(scope="module")
 def client(endpoint: Endpoint) -> OpenAI:
-    return OpenAI(base_url=endpoint.openai_url, api_key="unused", timeout=120, max_retries=0)
+    return OpenAI(base_url=endpoint.openai_url, api_key=endpoint.api_key, timeout=120, max_retries=0)
 
 
 def test_models_lists_the_served_model(client: OpenAI, endpoint: Endpoint) -> None:
@@ -161,13 +162,60 @@ def test_requests_enter_through_serve_haproxy_ingress(endpoint: Endpoint) -> Non
         assert "success" in healthz.read().decode()
 
 
-def test_the_client_examples_run_against_it(endpoint: Endpoint) -> None:
+def test_the_client_examples_run_against_it(endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", endpoint.api_key)  # what the README tells a user to export
     out = io.StringIO()
     assert chat.main(["--base-url", endpoint.openai_url, "--timeout", "120"], out=out) == 0
     text = out.getvalue()
     assert text.startswith(f"model {endpoint.model} at {endpoint.openai_url}\n")  # discovered via /v1/models
     for tag in ("[simple] ", "[sampling] ", "[stream] "):
         assert tag in text, text
+
+
+def test_the_endpoint_asks_who_is_calling(endpoint: Endpoint) -> None:
+    """No key: 401 (openai.AuthenticationError); a wrong key: 401; the key: 200."""
+    for key in ("", "not-the-key"):
+        anonymous = OpenAI(base_url=endpoint.openai_url, api_key=key or "none", timeout=30, max_retries=0)
+        with pytest.raises(openai.AuthenticationError) as denied:
+            anonymous.models.list()
+        assert denied.value.status_code == 401 and "API key" in str(denied.value)
+    request = urllib.request.Request(f"{endpoint.openai_url}/chat/completions", data=b"{}", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as no_header:
+        urllib.request.urlopen(request, timeout=30)
+    assert no_header.value.code == 401 and no_header.value.headers["WWW-Authenticate"] == "Bearer"
+    keyed = OpenAI(base_url=endpoint.openai_url, api_key=endpoint.api_key, timeout=30, max_retries=0)
+    assert [m.id for m in keyed.models.list().data] == [endpoint.model]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/docs"),
+        ("GET", "/openapi.json"),
+        ("POST", "/scale_elastic_ep"),
+        ("POST", "/inference/v1/generate"),
+        ("POST", "/invocations"),
+        ("POST", "/tokenize"),
+        ("GET", "/version"),
+    ],
+)
+def test_routes_users_do_not_need_are_refused_even_with_the_key(endpoint: Endpoint, method: str, path: str) -> None:
+    request = urllib.request.Request(
+        f"{endpoint.base_url}{path}",
+        data=b"{}" if method == "POST" else None,
+        method=method,
+        headers={"Authorization": f"Bearer {endpoint.api_key}", "Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 404
+    assert f"route {path} is not served here" in refused.value.read().decode()
+
+
+def test_probes_and_scrapes_need_no_key(endpoint: Endpoint) -> None:
+    for path, expect in (("/health", ""), ("/metrics", "vllm:"), ("/-/healthz", "success")):
+        with urllib.request.urlopen(f"{endpoint.base_url}{path}", timeout=30) as answer:
+            assert answer.status == 200 and expect in answer.read().decode(), path
 
 
 def rendered_engine_argv(preset: Preset, model_id: str, extra_engine_args: dict[str, Any] | None = None) -> list[str]:

@@ -223,6 +223,12 @@ def _sweep_container(inputs: BenchInputs) -> dict[str, Any]:
         {"name": "HF_HOME", "value": f"{WORK_DIR}/huggingface"},
         {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
         {"name": "DO_NOT_TRACK", "value": "1"},
+        # `vllm bench serve` sends $OPENAI_API_KEY as a bearer token: the serve endpoint's key, from its Secret's
+        # copy in this namespace.
+        {
+            "name": "OPENAI_API_KEY",
+            "valueFrom": {"secretKeyRef": {"name": rayservice.API_KEY_SECRET, "key": rayservice.API_KEY_SECRET_KEY}},
+        },
     ]
     if inputs.hf_token_secret:
         env.append(

@@ -3,12 +3,13 @@ a streaming chat.
 
 After ``kubectl -n vllm port-forward svc/<rayservice>-serve-svc 8000:8000``::
 
+    export OPENAI_API_KEY="$(eval "$(pulumi stack output servingApiKeyCommand)")"
     python workloads/client/chat.py                       # all three examples
     python workloads/client/chat.py stream --model NousResearch/Meta-Llama-3-8B-Instruct
 
 Base URL: ``--base-url`` or ``OPENAI_BASE_URL`` (default http://localhost:8000/v1).  Model: ``--model`` or
-``OPENAI_MODEL``; when neither is given, the first model the endpoint lists.  The API key (``OPENAI_API_KEY``) is
-only sent along; the serve endpoint does not check it.
+``OPENAI_MODEL``; when neither is given, the first model the endpoint lists.  API key: ``--api-key`` or
+``OPENAI_API_KEY``; the serve endpoint answers 401 without it (stack output ``servingApiKeyCommand`` reads it).
 """
 
 from __future__ import annotations
@@ -100,14 +101,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL", DEFAULT_BASE_URL))
     parser.add_argument("--model", default=os.environ.get("OPENAI_MODEL"))
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
-    return parser.parse_args(argv)
+    parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"), help="default: $OPENAI_API_KEY")
+    args = parser.parse_args(argv)
+    if not args.api_key:
+        parser.error(
+            "no API key: the serve endpoint asks for one; "
+            'export OPENAI_API_KEY="$(eval "$(pulumi stack output servingApiKeyCommand)")" or pass --api-key'
+        )
+    return args
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     args = parse_args(argv)
     client = OpenAI(
         base_url=args.base_url,
-        api_key=os.environ.get("OPENAI_API_KEY", "not-needed"),
+        api_key=args.api_key,
         timeout=args.timeout,
         max_retries=0,
     )

@@ -2,8 +2,9 @@
 
 ``build_app(args)`` is the application builder named in serveConfigV2 (``settings.APP_IMPORT_PATH``); ``args`` are
 ``ServeSettings.to_args()``.  A replica starts in ``__serve_build_asgi_app__`` (Ray Serve's late-bound ingress, run
-after the constructor): restore compiled artifacts, start the engine, build vLLM's FastAPI app on it.  Every route
-vLLM has is served as is: ``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``, ``/health``, ``/metrics``...
+after the constructor): restore compiled artifacts, start the engine, build vLLM's FastAPI app on it, and serve it
+behind ``gate.Gate``: the OpenAI routes users need (``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``)
+with the endpoint's API key, ``/health`` and ``/metrics`` without, nothing else.
 
 Only ``build_app`` imports Ray; ``VLLMServer`` takes its vLLM runtime and S3 client factories as parameters so the
 whole start-up sequence is exercised in the default test tier with fakes.
@@ -17,9 +18,9 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import cache, launch
+from . import cache, gate, launch
 from .compat import VLLMOpenAI
-from .settings import DEPLOYMENT_NAME, ServeSettings
+from .settings import API_KEY_ENV, DEPLOYMENT_NAME, ServeSettings
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,9 @@ class VLLMServer:
         versions: Callable[[], Mapping[str, str]] = cache.installed_versions,
     ) -> None:
         self.settings = ServeSettings.from_args(args)
+        # Before anything costly: a replica that must ask for a key and has none fails here, in the constructor, and
+        # Serve reports the deploy failed with this message instead of serving an open endpoint.
+        self.api_key = api_key(self.settings, os.environ)
         self.runtime = runtime_factory()
         self._s3_factory = s3_factory
         self._versions = versions
@@ -79,7 +83,12 @@ class VLLMServer:
             self.save_task = asyncio.create_task(
                 asyncio.to_thread(cache.save_if_absent, client, remote, plan.key, plan.local_dir)
             )
-        return app
+        return gate.Gate(app, self.api_key, alive=self.engine_alive)
+
+    def engine_alive(self) -> bool:
+        """False once the engine has died (vLLM's engine client reports ``errored``; 0.16 and 0.32 alike)."""
+        client = getattr(self.runtime, "engine_client", None)
+        return client is None or not bool(getattr(client, "errored", False))
 
     async def check_health(self) -> None:
         """Ray Serve's replica health check: the engine must be alive (a dead engine gets the replica replaced)."""
@@ -89,6 +98,19 @@ class VLLMServer:
         runtime = getattr(self, "runtime", None)
         if runtime is not None:
             runtime.shutdown()
+
+
+def api_key(settings: ServeSettings, environ: Mapping[str, str]) -> str | None:
+    """The key the gate asks for: ``$LLM_API_KEY`` when the settings require one (it must be set), else None."""
+    if not settings.require_api_key:
+        return None
+    key = environ.get(API_KEY_ENV, "")
+    if not key:
+        raise gate.GateError(
+            f"serve args: require_api_key is true but {API_KEY_ENV} is not set in the replica's environment "
+            "(the workers read it from the API key Secret)"
+        )
+    return key
 
 
 def validated(args: Mapping[str, Any]) -> ServeSettings:

@@ -36,6 +36,14 @@ def neuron_default_flags(settings: ServeSettings) -> dict[str, Any]:
     }
 
 
+# Overload: a replica admits max_ongoing_requests (handed to vLLM, which runs max_num_seqs of them and queues the
+# rest) plus max_queued_requests waiting in the replica for a slot; Serve refuses the next one at once with this
+# status and a Retry-After header, instead of queueing without bound. 429 is what OpenAI clients retry with backoff.
+# One batch of queue: a request admitted last waits about two full generations before its first token, which keeps
+# the admitted requests' TTFT bounded (docs/failure-modes.md, "Overload").
+BACKPRESSURE_STATUS = 429
+BACKPRESSURE_RETRY_AFTER_S = 2
+
 # CPUs a replica's Ray actor reserves. On Neuron the engine's work is on the NeuronCores; one CPU covers the
 # API process. On CPU the engine core runs in its own process beside the actor, outside Ray's accounting.
 REPLICA_NUM_CPUS = 1
@@ -115,8 +123,17 @@ def deployment_options(settings: ServeSettings) -> dict[str, Any]:
         "ray_actor_options": actor,
         # vLLM's engine handles its own batching and queueing; Serve must not cap it below max_num_seqs.
         "max_ongoing_requests": max(settings.max_num_seqs * 2, 8),
+        **admission_options(settings),
         # A cold Neuron start compiles or loads the model; Serve's default health-check timeout is too short for
         # the first check to answer while the engine is busy starting.
         "health_check_period_s": 10,
         "health_check_timeout_s": 60,
+    }
+
+
+def admission_options(settings: ServeSettings) -> dict[str, Any]:
+    """Serve's queue bound and how it refuses beyond it; serveConfigV2 states the same values deliberately."""
+    return {
+        "max_queued_requests": settings.max_num_seqs,
+        "backpressure_config": {"status_code": BACKPRESSURE_STATUS, "retry_after_s": BACKPRESSURE_RETRY_AFTER_S},
     }

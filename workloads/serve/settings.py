@@ -18,6 +18,9 @@ ROUTE_PREFIX = "/"
 SERVE_PORT = 8000
 # Ray custom resource a worker advertises per NeuronCore; each replica asks for tensor_parallel_size of them.
 NEURON_CORES_RAY_RESOURCE = "neuron_cores"
+# The environment variable a replica reads the endpoint's API key from (``require_api_key``; the cluster sets it on
+# the workers from a Secret, so the key is never in serveConfigV2 or the RayService).
+API_KEY_ENV = "LLM_API_KEY"
 
 # How Ray Serve carries requests, set in every Ray container (head and workers) before Ray starts, and by the local
 # servers of the e2e tier and the benchmarks, so what is measured here is what the cluster runs:
@@ -59,6 +62,9 @@ class ServeSettings:
     # Local directory the engine reads and writes compiled artifacts in (a volume on the worker).
     compiled_artifacts_dir: str = "/cache/neuron-compiled-artifacts"
     enforce_eager: bool = False
+    # The replica refuses requests to the user routes without ``Authorization: Bearer <$LLM_API_KEY>`` and will not
+    # start without the key (workloads/serve/gate.py).  False only for local tools that need no key.
+    require_api_key: bool = False
     # Extra keyword arguments passed to the vLLM engine unchanged (version-specific knobs live here, not in code).
     extra_engine_args: Mapping[str, Any] = field(default_factory=dict)
 
@@ -84,6 +90,10 @@ class ServeSettings:
                 continue
             if not isinstance(values[name], int) or isinstance(values[name], bool) or values[name] < 1:
                 raise SettingsError(f"serve args: {name}={values[name]!r} is not allowed; allowed: a positive integer")
+        if not isinstance(values.get("require_api_key", False), bool):
+            raise SettingsError(
+                f"serve args: require_api_key={values['require_api_key']!r} is not allowed; allowed: a boolean"
+            )
         if values["device"] not in ("neuron", "cpu"):
             raise SettingsError(f"serve args: device={values['device']!r} is not allowed; allowed: neuron | cpu")
         return cls(**values)
