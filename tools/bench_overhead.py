@@ -74,7 +74,8 @@ def summarise(results: Sequence[dict[str, Any]], how: str = "median") -> dict[st
     """Each server's TTFT and throughput over its rounds: the median round, or each one's best (``how="best"``).
 
     On a small shared machine a round can be hit by something outside the server (plain vLLM's stream stalls
-    on 2 cores, docs/benchmark.md); the best rounds compare the servers at what each can do, the medians as they ran.
+    on 2 cores, README "Serve-path overhead"); the best rounds compare the servers at what each can do, the medians
+    as they ran.
     """
     low, high = (min, max) if how == "best" else (statistics.median, statistics.median)
     return {
