@@ -295,3 +295,11 @@ def test_the_docs_preset_table_shows_the_modeled_cost_and_the_price() -> None:
         price = facts(PRESETS[name].instance_type).on_demand_usd_per_hour
         assert float(cells[price_at]) == pytest.approx(price, abs=0.001), f"{doc.name}: {name}"
     assert sorted(seen) == sorted(PRESETS), f"{doc.name}: the preset table's rows are not the presets"
+
+
+def test_the_reports_default_node_is_the_default_presets() -> None:
+    from tools.config_table import config_block
+
+    _, config = config_block()
+    default_preset = PRESETS[config["servingPreset"]["default"]]
+    assert default_preset.instance_type == bench_report.DEFAULT_INSTANCE_TYPE
