@@ -286,15 +286,23 @@ PEER_DIRECT_STREAMING = "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING"
 
 
 def peer_engine_kwargs(settings: ServeSettings) -> dict[str, Any]:
-    """The project's engine flags as Ray Serve LLM's ``engine_kwargs``: ``launch.engine_argv`` parsed by vLLM's own
-    parser, every value that differs from vLLM's default.  The model and its served name go in the model loading
-    config (Ray Serve LLM refuses them here)."""
+    """The project's engine arguments as Ray Serve LLM's ``engine_kwargs``: ``launch.engine_argv`` parsed by vLLM's
+    own parser into vLLM's ``AsyncEngineArgs`` (what the project's replica starts the engine with), every field that
+    differs from the dataclass's default (what Ray Serve LLM fills the rest with).  The model and its served name go
+    in the model loading config (Ray Serve LLM refuses them here)."""
+    import dataclasses
+
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
     from workloads.serve.compat import VLLMOpenAI
 
-    runtime = VLLMOpenAI()
-    given = vars(runtime.parse_args(launch.engine_argv(settings)))
-    default = vars(runtime.parse_args(["--model", settings.model]))
-    return {k: v for k, v in given.items() if k not in ("model", "served_model_name") and v != default.get(k)}
+    project = AsyncEngineArgs.from_cli_args(VLLMOpenAI().parse_args(launch.engine_argv(settings)))
+    default = AsyncEngineArgs(model=settings.model)
+    return {
+        f.name: getattr(project, f.name)
+        for f in dataclasses.fields(AsyncEngineArgs)
+        if f.name not in ("model", "served_model_name") and getattr(project, f.name) != getattr(default, f.name)
+    }
 
 
 def peer_app(settings: ServeSettings) -> Any:
