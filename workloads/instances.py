@@ -9,7 +9,8 @@ models from it.  Sources:
   (awsdocs-neuron: each Inferentia2 or Trainium1 device has 2 NeuronCores-v2 and 32 GiB of HBM).
 - max pods: ``templates/shared/runtime/eni-max-pods.txt`` of awslabs/amazon-eks-ami (VPC CNI without prefix
   delegation: ENIs x (IPv4 addresses per ENI - 1) + 2).
-- on-demand price: AWS price list for us-east-1, Linux, shared tenancy (the figures the README's preset table uses).
+- on-demand price: AWS price list for us-east-1, Linux, shared tenancy, as recorded on 2026-11-25 (``PRICE_REGION``,
+  ``PRICE_DATE``; the figures the preset table and the benchmark report's cost per million tokens use).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from typing import Final
 SPECS = "EC2 instance type page"
 NEURON_ARCH = "Neuron docs, Inf2/Trn1 architecture: 2 NeuronCores and 32 GiB HBM per device"
 ENI_MAX_PODS = "awslabs/amazon-eks-ami eni-max-pods.txt"
-PRICE = "AWS price list, us-east-1 on-demand Linux"
+PRICE_REGION: Final = "us-east-1"
+PRICE_DATE: Final = "2026-11-25"  # when the prices below were taken from the price list
+PRICE = f"AWS price list, {PRICE_REGION} on-demand Linux, {PRICE_DATE}"
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,11 @@ the CPU engine, then the report and its plots.  The figures smoke-test the tooli
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from tools import bench_local, bench_report
+from tools import bench_local, bench_report, bench_servers
 from workloads import bench
 
 from .conftest import ROOT, Endpoint
@@ -64,3 +65,36 @@ def test_sweep_and_report_against_the_serve_app(endpoint: Endpoint, monkeypatch:
     assert "| 2 | Output tok/s (overall) | 35.8 |" in text
     for png in ("throughput.png", "latency.png"):
         assert (OUT / "report" / png).read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_peer_gets_the_projects_engine_flags(tmp_path: Path) -> None:
+    """bench-overhead's peer arm (Ray Serve LLM) runs the engine the project's app runs: the engine arguments Ray
+    Serve LLM derives from the peer's config equal those vLLM's parser makes of the project's argv (apart from what
+    Ray Serve LLM sets itself: executor backend, request logging)."""
+    import dataclasses
+
+    from ray.llm._internal.serve.engines.vllm.vllm_models import VLLMEngineConfig
+    from ray.serve.llm import LLMConfig
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    from workloads.serve import launch
+    from workloads.serve.compat import VLLMOpenAI
+
+    settings = bench_servers.tiny_settings(tmp_path / "model")
+    kwargs = bench_servers.peer_engine_kwargs(settings)
+    assert kwargs["max_num_seqs"] == settings.max_num_seqs and kwargs["block_size"] == settings.block_size
+    config = LLMConfig(
+        model_loading_config={"model_id": settings.served_model_name, "model_source": settings.model},
+        engine_kwargs=kwargs,
+        accelerator_config={"kind": "cpu"},
+    )
+    peer = AsyncEngineArgs(**VLLMEngineConfig.from_llm_config(config).get_initialization_kwargs())
+    project = AsyncEngineArgs.from_cli_args(VLLMOpenAI().parse_args(launch.engine_argv(settings)))
+    ray_sets = {"distributed_executor_backend", "enable_log_requests", "served_model_name"}
+    differ = {
+        f.name: (getattr(project, f.name), getattr(peer, f.name))
+        for f in dataclasses.fields(AsyncEngineArgs)
+        if f.name not in ray_sets and getattr(project, f.name) != getattr(peer, f.name)
+    }
+    assert differ == {}
+    assert list(peer.served_model_name or []) == [settings.served_model_name]
