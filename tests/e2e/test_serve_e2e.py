@@ -25,7 +25,7 @@ from workloads import rayservice
 from workloads.client import chat
 from workloads.presets import MODELS, PRESETS, Preset
 from workloads.serve import launch
-from workloads.serve.settings import ServeSettings
+from workloads.serve.settings import APP_NAME, ServeSettings
 
 from .conftest import ROOT, Endpoint
 
@@ -307,7 +307,7 @@ except RuntimeError as exc:
         shutil.rmtree(work, ignore_errors=True)
     assert done.returncode == 0 and "\nRAISED " in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
     message = done.stdout[done.stdout.index("\nRAISED ") + len("\nRAISED ") :]
-    assert message.startswith("serve app failed to deploy: "), message
+    assert message.startswith(f"serve app {APP_NAME} failed to deploy: "), message
     # The reason, whole, on one line of the status: the parser's error as vLLM printed it.
     reason = "vLLM rejected the engine arguments (exit 2): "
     assert [line for line in message.splitlines() if reason in line and line.endswith(UNKNOWN_FLAG_ERRORS)], message
